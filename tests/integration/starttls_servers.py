@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import trustme
 
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 Address = tuple[str, int]
-Handler = Callable[["Peer"], Awaitable[None]]
+Handler = Callable[["Peer"], Coroutine[Any, Any, None]]
 
 #: The name in the test certificate.
 SERVER_NAME = "mail.test"
@@ -101,39 +102,56 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 
 @asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[Address]:
-    """Run ``handler`` for each connection to a fresh 127.0.0.1 port; stop all at exit."""
-    tasks: set[asyncio.Task[None]] = set()
+async def serve(handler: Handler, *, tls: bool = False) -> AsyncIterator[Address]:
+    """Run ``handler`` for each connection to a fresh 127.0.0.1 port; stop all at exit.
+
+    With ``tls``, the port speaks implicit TLS (as 465/993/995 do).
+    """
+    # Each handler runs as a job of its own, so that stopping a tarpit at exit cancels
+    # the job, not the task asyncio runs for the connection (3.11 logs that as an error).
+    jobs: set[asyncio.Task[None]] = set()
+    connections: set[asyncio.Task[None]] = set()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
+        this = asyncio.current_task()
+        assert this is not None
+        connections.add(this)
+        job = asyncio.create_task(handler(Peer(reader, writer)))
+        jobs.add(job)
         try:
-            await handler(Peer(reader, writer))
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # the client went away, as hostile-server tests make it do
+            await asyncio.wait({job})
+            exc = None if job.cancelled() else job.exception()
+            # OSError and EOF: the client went away, as hostile-server tests make it do.
+            if exc is not None and not isinstance(exc, OSError | asyncio.IncompleteReadError):
+                raise exc
         finally:
             await _close(writer)
 
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    server = await asyncio.start_server(
+        on_connect, "127.0.0.1", 0, ssl=server_context() if tls else None
+    )
     host, port = server.sockets[0].getsockname()[:2]
     try:
         yield host, port
     finally:
         server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, *connections, return_exceptions=True)
         await server.wait_closed()
 
 
 @asynccontextmanager
 async def connect(
-    address: Address,
+    address: Address, *, tls: bool = False
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    """A client connection to ``address``, closed at exit."""
-    reader, writer = await asyncio.open_connection(*address)
+    """A client connection to ``address`` (implicit TLS with ``tls``), closed at exit."""
+    if tls:
+        reader, writer = await asyncio.open_connection(
+            *address, ssl=client_context(), server_hostname=SERVER_NAME
+        )
+    else:
+        reader, writer = await asyncio.open_connection(*address)
     try:
         yield reader, writer
     finally:
@@ -183,6 +201,8 @@ class SmtpScript:
     auth_reply: str = "535 5.7.8 Error: authentication failed: authentication failure"
     #: Commands received, in order (AUTH lines included).
     received: list[str] = field(default_factory=list)
+    #: The connection is TLS from the start (serve(..., tls=True)).
+    implicit: bool = False
 
 
 def _reply(code: int, lines: list[str]) -> list[str]:
@@ -195,7 +215,7 @@ def smtp_server(script: SmtpScript) -> Handler:
         if script.greeting_delay:
             await asyncio.sleep(script.greeting_delay)
         await peer.send(*_reply(script.greeting_code, script.greeting))
-        tls = False
+        tls = script.implicit
         while (line := await peer.recv_line()) is not None:
             script.received.append(line)
             verb = line.split(" ", 1)[0].upper()
@@ -253,12 +273,14 @@ class ImapScript:
     login_untagged: list[str] = field(default_factory=list)
     login_reply: str = "NO [AUTHENTICATIONFAILED] Authentication failed."
     received: list[str] = field(default_factory=list)
+    #: The connection is TLS from the start (serve(..., tls=True)).
+    implicit: bool = False
 
 
 def imap_server(script: ImapScript) -> Handler:
     async def handle(peer: Peer) -> None:
         await peer.send(script.greeting)
-        tls = False
+        tls = script.implicit
         while (line := await peer.recv_line()) is not None:
             script.received.append(line)
             tag, _, rest = line.partition(" ")
@@ -311,12 +333,14 @@ class Pop3Script:
     pass_reply: str = "-ERR [AUTH] Authentication failed."
     auth_reply: str = "-ERR [AUTH] Authentication failed."
     received: list[str] = field(default_factory=list)
+    #: The connection is TLS from the start (serve(..., tls=True)).
+    implicit: bool = False
 
 
 def pop3_server(script: Pop3Script) -> Handler:
     async def handle(peer: Peer) -> None:
         await peer.send(script.greeting)
-        tls = False
+        tls = script.implicit
         while (line := await peer.recv_line()) is not None:
             script.received.append(line)
             verb = line.split(" ", 1)[0].upper()

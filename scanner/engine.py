@@ -211,9 +211,14 @@ class _EndpointRun:
 
 
 def _accepted(answer: _Answer, version: str) -> ServerHello | None:
-    if isinstance(answer, ServerHello) and not answer.is_hello_retry_request:
-        if answer.version == VERSION_CODES[version]:
-            return answer
+    """The ServerHello if it accepts ``version``.
+
+    A HelloRetryRequest accepts TLS 1.3 too: it names the suite the server chose and
+    only asks for another key share (a server that supports only P-256 answers our
+    X25519 share with one).
+    """
+    if isinstance(answer, ServerHello) and answer.version == VERSION_CODES[version]:
+        return answer
     return None
 
 
@@ -247,6 +252,7 @@ class Scanner:
             self.limiter,
             connect_timeout=self.options.connect_timeout,
             source_address=self.options.source_address,
+            close_timeout=min(1.0, self.options.timeout),
         )
         if service is None:
             error = ErrorInfo("invalid_target", "plan", f"unknown service {target.service!r}")
@@ -472,7 +478,7 @@ class Scanner:
             if der:
                 info = analyse_certificate(
                     der,
-                    hostname=run.target.sni,
+                    hostname=run.target.sni or run.target.ip,
                     trusted=trusted,
                     verify_message=message,
                     chain_length=chain_length,

@@ -88,6 +88,7 @@ class Connector:
     limiter: ConnectionLimiter
     connect_timeout: float = 5.0
     source_address: str | None = None
+    close_timeout: float = 1.0
     opened: int = 0
 
     @asynccontextmanager
@@ -108,4 +109,23 @@ class Connector:
             try:
                 yield reader, writer
             finally:
+                await self._close(reader, writer)
+
+    async def _close(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Half-close and wait (briefly) for the server to close too.
+
+        The slot is held until the server has let go of the connection, so the per-IP
+        limit holds as the server counts, not only as we count.
+        """
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                if writer.can_write_eof():
+                    writer.write_eof()
+                    while await reader.read(65536):
+                        pass
                 writer.close()
+                await writer.wait_closed()
+        except (OSError, TimeoutError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()

@@ -12,10 +12,11 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import TypeVar
 from dataclasses import dataclass
 
-Handler = Callable[[socket.socket, "BaseServer"], None]
+_S = TypeVar("_S", bound=socket.socket)
 
 
 class BaseServer:
@@ -35,10 +36,21 @@ class BaseServer:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._clients: set[socket.socket] = set()
+        self._local = threading.local()
         self._acceptor = threading.Thread(target=self._accept_loop, daemon=True)
 
     def handle(self, conn: socket.socket) -> None:
+        """Serve one client. Do not close sockets here: :meth:`adopt` them instead."""
         raise NotImplementedError
+
+    def adopt(self, sock: _S) -> _S:
+        """Make ``sock`` (e.g. a TLS wrapper of the connection) the one closed at the end.
+
+        Connections are counted closed *before* their socket is closed, so a client that
+        waits for the server's close sees an exact count of open connections.
+        """
+        self._local.sock = sock
+        return sock
 
     def start(self) -> BaseServer:
         self._acceptor.start()
@@ -74,6 +86,7 @@ class BaseServer:
             t.start()
 
     def _run(self, conn: socket.socket) -> None:
+        self._local.sock = conn
         try:
             conn.settimeout(10)
             self.handle(conn)
@@ -83,8 +96,9 @@ class BaseServer:
             with self._lock:
                 self.open_now -= 1
                 self._clients.discard(conn)
-            with contextlib.suppress(OSError):
-                conn.close()
+            for sock in (self._local.sock, conn):
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     def __enter__(self) -> BaseServer:
         return self
@@ -101,8 +115,9 @@ class TlsServer(BaseServer):
         self.ctx = ctx
 
     def handle(self, conn: socket.socket) -> None:
-        with self.ctx.wrap_socket(conn, server_side=True) as tls:
-            tls.recv(1024)
+        tls = self.adopt(self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False))
+        tls.do_handshake()
+        tls.recv(1024)
 
 
 @dataclass(frozen=True)
@@ -150,7 +165,10 @@ class SmtpServer(BaseServer):
             elif verb == b"STARTTLS" and b.starttls and not tls:
                 stream.sendall(b"220 2.0.0 Ready to start TLS\r\n")
                 reader.close()
-                stream = self.ctx.wrap_socket(conn, server_side=True)
+                stream = self.adopt(
+                    self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                )
+                stream.do_handshake()
                 reader = stream.makefile("rb")
                 tls = True
             elif verb == b"AUTH":

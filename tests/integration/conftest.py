@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.integration.servers import TestPki
+from tests.integration.servers import Pki
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestPki]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     """A test CA, its PEM file for ``--ca-file``, and leaf certificates on demand."""
     ca = trustme.CA()
     directory: Path = tmp_path_factory.mktemp("pki")
     ca_file = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    yield TestPki(ca=ca, ca_file=str(ca_file))
+    yield Pki(ca=ca, ca_file=str(ca_file))

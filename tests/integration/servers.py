@@ -22,7 +22,7 @@ __all__ = [
     "BaseServer",
     "SmtpBehaviour",
     "SmtpServer",
-    "TestPki",
+    "Pki",
     "TlsProfile",
     "TlsServer",
     "running",
@@ -55,7 +55,7 @@ OLD_ONLY = TlsProfile(
 
 
 @dataclass
-class TestPki:
+class Pki:
     """A test CA (trustme) and the CA file the scanner is told to trust."""
 
     ca: trustme.CA

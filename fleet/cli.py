@@ -189,7 +189,8 @@ async def _scan_targets(
                 out.write(json.dumps(res.to_dict()) + "\n")
                 out.flush()
     if not json_lines:
-        render_results(Console(), results)
+        # Piped output gets a wide table instead of rich's 80-column default.
+        render_results(Console(width=None if sys.stdout.isatty() else 200), results)
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
@@ -217,9 +218,10 @@ def demo(
     from fleet.demo.fleet import demo_fleet
     from scanner.services import service_named
 
-    with tempfile.TemporaryDirectory(prefix="tlsfleet-demo-") as tmp, demo_fleet(
-        Path(tmp)
-    ) as (ca_file, endpoints):
+    with (
+        tempfile.TemporaryDirectory(prefix="tlsfleet-demo-") as tmp,
+        demo_fleet(Path(tmp)) as (ca_file, endpoints),
+    ):
         err.print(f"Demo fleet: {len(endpoints)} local servers; scanning…")
         targets = [
             Target(

@@ -40,14 +40,13 @@ from scanner.errors import (
 from scanner.hello.codec import (
     GROUP_NAMES,
     TLS13_GROUPS,
-    Alert,
+    VERSION_CODES,
     HelloReader,
     ServerHello,
     ServerResponse,
     SSLv2ServerHello,
     client_hello,
     sslv2_client_hello,
-    VERSION_CODES,
 )
 from scanner.models import (
     PROTOCOLS,
@@ -255,8 +254,8 @@ class Scanner:
             close_timeout=min(1.0, self.options.timeout),
         )
         if service is None:
-            error = ErrorInfo("invalid_target", "plan", f"unknown service {target.service!r}")
-            return EndpointResult(target=target, status="error", error=error)
+            unknown = ErrorInfo("invalid_target", "plan", f"unknown service {target.service!r}")
+            return EndpointResult(target=target, status="error", error=unknown)
         run = _EndpointRun(target, service, self.options, connector)
         error: ErrorInfo | None = None
         server_preference: bool | None = None
@@ -290,7 +289,9 @@ class Scanner:
         starttls_info = None
         auth = None
         if service.tls_mode == "starttls" and facts is not None:
-            starttls_info = StarttlsInfo(offered=facts.starttls_offered, injection_vulnerable=injection)
+            starttls_info = StarttlsInfo(
+                offered=facts.starttls_offered, injection_vulnerable=injection
+            )
         if service.is_mail and (facts is not None or after_tls):
             before = facts.mechanisms if facts else ()
             plaintext = bool(facts and facts.plaintext_login)
@@ -451,7 +452,9 @@ class Scanner:
         verify_message: str | None = None
         for ctx in (verify_ctx, nocheck_ctx):
             try:
-                return await self._handshake(run, ctx, trusted=ctx is verify_ctx, message=verify_message)
+                return await self._handshake(
+                    run, ctx, trusted=ctx is verify_ctx, message=verify_message
+                )
             except ssl.SSLCertVerificationError as exc:
                 verify_message = exc.verify_message or str(exc)
             except ScanError as exc:

@@ -56,6 +56,4 @@ def service_for_port(port: int) -> Service:
     try:
         return _BY_PORT[port]
     except KeyError:
-        raise TargetError(
-            f"no default service for port {port}: name one with --service"
-        ) from None
+        raise TargetError(f"no default service for port {port}: name one with --service") from None

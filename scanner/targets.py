@@ -100,10 +100,7 @@ def parse_target(text: str, *, service: str | None = None, sni: str | None = Non
     if port is None:
         port = svc.port
     ip = _ip_or_none(host)
-    if ip is None:
-        host = normalise_hostname(host)
-    else:
-        host = ip.compressed
+    host = normalise_hostname(host) if ip is None else ip.compressed
     server_name = normalise_hostname(sni) if sni else (None if ip else host)
     return TargetSpec(host=host, port=port, service=svc, sni=server_name)
 

@@ -45,9 +45,9 @@ def _context(cert: IssuedCert, *, legacy: bool, old_only: bool = False) -> ssl.S
 
 
 @contextlib.contextmanager
-def demo_fleet(directory: Path, *, base_ip: str = "127.77.0") -> Iterator[
-    tuple[Path, list[DemoEndpoint]]
-]:
+def demo_fleet(
+    directory: Path, *, base_ip: str = "127.77.0"
+) -> Iterator[tuple[Path, list[DemoEndpoint]]]:
     """Start the demo servers; yield the CA file and the endpoints; stop them on exit."""
     ca = DemoCA(directory)
     servers: list[tuple[BaseServer, DemoEndpoint]] = []

@@ -13,8 +13,8 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from typing import TypeVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 _S = TypeVar("_S", bound=socket.socket)
 
@@ -115,7 +115,9 @@ class TlsServer(BaseServer):
         self.ctx = ctx
 
     def handle(self, conn: socket.socket) -> None:
-        tls = self.adopt(self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False))
+        tls = self.adopt(
+            self.ctx.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        )
         tls.do_handshake()
         tls.recv(1024)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,10 @@ from tests.integration.servers import Pki
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A test CA, its PEM file for ``--ca-file``, and leaf certificates on demand."""
     ca = trustme.CA()
     directory: Path = tmp_path_factory.mktemp("pki")
     ca_file = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    yield Pki(ca=ca, ca_file=str(ca_file))
+    return Pki(ca=ca, ca_file=str(ca_file))

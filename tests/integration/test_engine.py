@@ -14,16 +14,17 @@ from dataclasses import replace
 import pytest
 
 from scanner import ciphers
-from scanner.engine import ScanOptions, Scanner
+from scanner.engine import Scanner, ScanOptions
 from scanner.models import EndpointResult, Target
 from scanner.net import LocalLimiter
+from scanner.services import service_named
 from tests.integration.servers import (
     LEGACY,
     MODERN,
     OLD_ONLY,
+    Pki,
     SmtpBehaviour,
     SmtpServer,
-    Pki,
     TlsProfile,
     TlsServer,
     running,
@@ -71,7 +72,7 @@ def oracle_suites(ip: str, port: int, version: str) -> set[str]:
 
 
 def target(ip: str, port: int, service: str = "https", sni: str | None = "tls.test") -> Target:
-    mode = "starttls" if service in ("smtp", "submission", "imap", "pop3") else "implicit"
+    mode = service_named(service).tls_mode
     return Target(host=sni or ip, ip=ip, port=port, service=service, tls_mode=mode, sni=sni)
 
 
@@ -193,7 +194,11 @@ async def test_certificate_problems(pki: Pki) -> None:
     [
         (SmtpBehaviour(), ("PLAIN", "LOGIN"), True),
         (SmtpBehaviour(auth_before_tls=None), (), False),
-        (SmtpBehaviour(auth_before_tls="CRAM-MD5 SCRAM-SHA-256"), ("CRAM-MD5", "SCRAM-SHA-256"), False),
+        (
+            SmtpBehaviour(auth_before_tls="CRAM-MD5 SCRAM-SHA-256"),
+            ("CRAM-MD5", "SCRAM-SHA-256"),
+            False,
+        ),
     ],
     ids=["auth-before-tls", "auth-after-tls-only", "challenge-response-only"],
 )
@@ -237,13 +242,11 @@ async def test_smtp_without_starttls_is_an_error_with_facts(pki: Pki) -> None:
 @pytest.mark.parametrize(
     ("reply", "outcome", "plaintext"),
     [
-        ("538 5.7.11 Encryption required for requested authentication mechanism\r\n", "refused", False),
+        ("538 5.7.11 Encryption required for the requested mechanism\r\n", "refused", False),
         ("535 5.7.8 Authentication credentials invalid\r\n", "accepted", True),
     ],
 )
-async def test_active_auth_check(
-    pki: Pki, reply: str, outcome: str, plaintext: bool
-) -> None:
+async def test_active_auth_check(pki: Pki, reply: str, outcome: str, plaintext: bool) -> None:
     behaviour = SmtpBehaviour(auth_reply_before_tls=reply)
     with running(SmtpServer(pki.server_context(MODERN), behaviour, ip="127.0.30.9")) as server:
         res = await scan(

@@ -148,7 +148,8 @@ def test_sslv2_client_hello_layout() -> None:
     length = ((data[0] & 0x7F) << 8) | data[1]
     assert data[0] & 0x80
     assert length == len(data) - 2
-    assert data[2] == 1 and data[3:5] == b"\x00\x02"
+    assert data[2] == 1
+    assert data[3:5] == b"\x00\x02"
     assert struct.unpack(">HHH", data[5:11]) == (6, 0, 16)
     assert data[11:17] == bytes.fromhex("010080 0700c0".replace(" ", ""))
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from fleet.report import render_results
@@ -34,8 +35,13 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+def _error_line(message: str) -> None:
+    """One line on standard error, never wrapped, so scripts can grep it."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _error_line(message)
     return typer.Exit(code)
 
 
@@ -131,7 +137,7 @@ async def _scan(
             targets.extend(await resolve(spec, allow_private=allow_private))
         except ScanError as exc:
             if exc.kind == "private_target":
-                err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+                _error_line(exc.message)
                 return 2
             unresolved = Target(
                 host=spec.host,
@@ -194,15 +200,6 @@ async def _scan_targets(
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-if __name__ == "__main__":
-    main()
-
-
 @app.command()
 def demo(
     json_lines: Annotated[
@@ -240,3 +237,12 @@ def demo(
             for e in endpoints:
                 err.print(f"  {e.name} ({e.ip}:{e.port}): {e.story}", highlight=False)
     raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -239,16 +239,34 @@ async def check_injection(
     """STARTTLS command injection check (CVE-2011-0411 class); True = vulnerable.
 
     Call after :func:`read_capabilities` on a connection whose server offers
-    STARTTLS. Sends the upgrade command and a harmless command ("NOOP" / "a5 NOOP" /
-    "NOOP") in one write, reads the upgrade reply, runs the TLS handshake with
-    ``ssl_context`` (its own timeout, errors in phase "tls_handshake"), then waits up to
-    ``min(wait, opts.timeout)`` seconds for a reply to the injected command over TLS.
-    A reply means the server executed plaintext it had buffered before the upgrade.
-    Silence, EOF or a reset mean not vulnerable. A refused upgrade raises
-    StarttlsRefusedError.
+    STARTTLS. Sends the upgrade command with a marker command behind it in one write,
+    reads the upgrade reply, runs the TLS handshake with ``ssl_context`` (its own
+    timeout, errors in phase "tls_handshake"), then sends a probe command over TLS and
+    reads replies: whichever command is answered first over TLS decides, so a server
+    that dropped the buffered plaintext is judged on the probe's reply, without a wait.
 
-    On return the stream is TLS-wrapped and at a command prompt (the injected reply,
-    if any, consumed), so :func:`capabilities_after_tls` can follow on it.
+    ========  =================  ==============  ======================================
+    dialogue  pipelined marker   probe over TLS  first reply over TLS
+    ========  =================  ==============  ======================================
+    SMTP      ``XTLSFLEET``      ``NOOP``        2xx: False; 4xx/5xx: True if NOOP's
+                                                 reply follows
+    IMAP      ``a5 NOOP``        ``a6 NOOP``     first tagged line: a5 True, a6 False
+    POP3      ``XTLSFLEET``      ``CAPA``        +OK: False; -ERR: True if CAPA's reply
+                                                 follows
+    ========  =================  ==============  ======================================
+
+    A failure first is ambiguous for SMTP (a server refusing NOOP) and POP3 (a server
+    without CAPA): a vulnerable server sends the probe's reply right behind it, anyone
+    else nothing more, so only then is there a bounded wait of ``min(wait,
+    opts.timeout)`` seconds, silence meaning False. Each reply is read whole within
+    the step timeout (phase "starttls"); a server sending nothing at all is a
+    ScanTimeout. EOF, a reset or an IMAP BYE before any reply over TLS mean False (the
+    server executed nothing it had buffered); SMTP 421 or rate-limit text raises
+    RateLimitedError; a refused upgrade raises StarttlsRefusedError.
+
+    On return the stream is TLS-wrapped and at a command prompt (the replies to both
+    commands consumed), unless the server ended the session, so
+    :func:`capabilities_after_tls` can follow on it.
     """
     return await _dialogue(dialogue).check_injection(
         reader, writer, opts, ssl_context, server_hostname, wait=wait

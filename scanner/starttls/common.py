@@ -17,6 +17,7 @@ from typing import Literal
 from scanner.errors import HandshakeError, ResetError, ScanTimeout
 
 __all__ = [
+    "INJECTED_COMMAND",
     "INJECTION_WAIT",
     "PLAINTEXT_MECHANISMS",
     "DialogueOptions",
@@ -34,9 +35,15 @@ __all__ = [
 #: as it is, so that anyone on an unencrypted channel can read it.
 PLAINTEXT_MECHANISMS = frozenset({"PLAIN", "LOGIN", "IMAP-LOGIN", "USER"})
 
-#: How long the injection check waits, over TLS, for a reply to the injected command.
-#: A vulnerable server answers as soon as the handshake completes.
+#: The injection check's fallback wait, over TLS, for a second reply. Only needed when
+#: the first reply is a failure that may be the probe's own (SMTP refusing NOOP, POP3
+#: without CAPA): a vulnerable server has the probe's reply right behind it, anyone
+#: else sends nothing more. Every other outcome is decided by the first reply.
 INJECTION_WAIT = 2.0
+
+#: The command the SMTP and POP3 injection checks pipeline behind STARTTLS / STLS: no
+#: server knows it, so a server that executes it after the upgrade answers a failure.
+INJECTED_COMMAND = "XTLSFLEET"
 
 LoginVerdict = Literal["accepted", "refused"]
 

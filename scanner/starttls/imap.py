@@ -9,8 +9,9 @@ States::
 
 Every command has its own tag, so that one connection never reuses one whatever the
 order of calls: a1 CAPABILITY, a2 STARTTLS, a3 CAPABILITY over TLS, a4 LOGIN or
-AUTHENTICATE, a5 the NOOP of the injection check. Untagged responses other than
-CAPABILITY and BYE are skipped; literals (``{n}`` at a line end) are read and dropped.
+AUTHENTICATE, a5 the NOOP the injection check pipelines behind STARTTLS, a6 its NOOP
+over TLS. Untagged responses other than CAPABILITY and BYE are skipped; literals
+(``{n}`` at a line end) are read and dropped.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from scanner.starttls.common import (
     make_facts,
     upgrade_stream,
 )
-from scanner.starttls.lines import LineChannel, answered_within, step
+from scanner.starttls.lines import LineChannel, closed_or, step
 
 __all__ = [
     "capabilities_after_tls",
@@ -53,6 +54,7 @@ TAG_STARTTLS = "a2"
 TAG_CAPABILITY_TLS = "a3"
 TAG_LOGIN = "a4"
 TAG_NOOP = "a5"
+TAG_NOOP_TLS = "a6"
 
 _LITERAL = re.compile(r"\{([0-9]{1,9})\+?\}$")
 
@@ -96,6 +98,8 @@ class _Done:
     status: str
     text: str
     capabilities: list[str] | None
+    #: The tag of a tagged response; "" for BYE and "+".
+    tag: str = ""
 
 
 def _code(text: str) -> tuple[str, str]:
@@ -114,7 +118,8 @@ def _capability_code(text: str) -> list[str] | None:
     return args.split() if name == "CAPABILITY" else None
 
 
-async def _read_until_tagged(ch: LineChannel, tag: str, *, continuation: bool = False) -> _Done:
+async def _read_until_tagged(ch: LineChannel, *tags: str, continuation: bool = False) -> _Done:
+    """Read to the first response tagged with one of ``tags`` (or BYE, or "+")."""
     lines = _Lines(ch)
     capabilities: list[str] | None = None
     while True:
@@ -127,14 +132,14 @@ async def _read_until_tagged(ch: LineChannel, tag: str, *, continuation: bool = 
                 capabilities = text.split()
             elif kind == "BYE":
                 return _Done("BYE", text, capabilities)
-        elif head == tag:
+        elif head in tags:
             status, _, text = rest.partition(" ")
             status = status.upper()
             if status not in ("OK", "NO", "BAD"):
                 raise ProtocolError(f"bad tagged response: {line[:80]!r}")
             if capabilities is None and status == "OK":
                 capabilities = _capability_code(text)
-            return _Done(status, text, capabilities)
+            return _Done(status, text, capabilities, head)
         elif head == "+" and continuation:
             return _Done("+", rest, capabilities)
         else:
@@ -342,16 +347,36 @@ async def check_injection(
     ssl_context: ssl.SSLContext,
     server_hostname: str | None,
     *,
-    wait: float = INJECTION_WAIT,
+    wait: float = INJECTION_WAIT,  # noqa: ARG001 - the façade's signature; tags decide
 ) -> bool:
-    """STARTTLS and a tagged NOOP in one write; True when the NOOP is answered over TLS."""
+    """STARTTLS and ``a5 NOOP`` in one write, then ``a6 NOOP`` over TLS.
+
+    The first tagged response over TLS decides (untagged ones are skipped): a5 means
+    the pipelined NOOP was executed after the upgrade (True; the a6 response is read
+    too, so that the stream is left at a prompt), a6 means it was dropped (False).
+    Tags leave no doubt, so ``wait`` is not used. A BYE or EOF before any tagged
+    response means False (a BYE saying "too many connections" raises RateLimitedError).
+    """
     ch = LineChannel(reader, writer, opts)
     payload = f"{TAG_STARTTLS} STARTTLS\r\n{TAG_NOOP} NOOP\r\n".encode("ascii")
     await _starttls_command(ch, opts, payload)
     await upgrade_stream(writer, ssl_context, server_hostname, opts.timeout)
-    return await answered_within(_noop_answered(ch), min(wait, opts.timeout))
 
+    async def probe() -> _Done:
+        await ch.send(f"{TAG_NOOP_TLS} NOOP\r\n".encode("ascii"))
+        return await _read_until_tagged(ch, TAG_NOOP_TLS, TAG_NOOP)
 
-async def _noop_answered(ch: LineChannel) -> bool:
-    done = await _read_until_tagged(ch, TAG_NOOP)
-    return done.status != "BYE"
+    what = "response to NOOP over TLS"
+    first = await closed_or(probe(), timeout=opts.timeout, what=what)
+    if first is None:
+        return False
+    if first.status == "BYE":
+        if looks_rate_limited(first.text):
+            message = f"server turned us away: BYE {first.text}"[:300]
+            raise RateLimitedError(message, phase="starttls")
+        return False
+    if first.tag == TAG_NOOP_TLS:
+        return False
+    # The injected a5 was answered over TLS; a6's response follows it.
+    await closed_or(_read_until_tagged(ch, TAG_NOOP_TLS), timeout=opts.timeout, what=what)
+    return True

@@ -22,7 +22,7 @@ from typing import TypeVar
 from scanner.errors import ProtocolError, ResetError, ScanError, ScanTimeout
 from scanner.starttls.common import DialogueOptions
 
-__all__ = ["LineChannel", "answered_within", "step"]
+__all__ = ["LineChannel", "answered_within", "closed_or", "step"]
 
 T = TypeVar("T")
 
@@ -110,21 +110,34 @@ async def step(aw: Awaitable[T], *, phase: str, timeout: float, what: str) -> T:
         raise ResetError(f"connection lost while reading {what}: {exc}", phase=phase) from exc
 
 
-async def answered_within(aw: Awaitable[bool], wait: float) -> bool:
-    """What ``aw`` (waiting for a reply nobody should send) says, if it ends in ``wait``.
+async def closed_or(aw: Awaitable[T], *, timeout: float, what: str) -> T | None:
+    """:func:`step` in phase "starttls", except that EOF or a reset return None.
 
-    Silence, EOF or a reset mean no answer came (False); a malformed answer is still
-    an error. Used after the TLS upgrade of the injection check, hence phase "starttls".
+    For the replies over TLS of the injection check: a server that ends the session
+    there has executed nothing it had buffered before the upgrade, which is an answer
+    to the check, not a failure of it. Timeouts and malformed replies still raise.
+    """
+    try:
+        return await step(aw, phase="starttls", timeout=timeout, what=what)
+    except ResetError:
+        return None
+
+
+async def answered_within(aw: Awaitable[T], wait: float) -> T | None:
+    """What ``aw`` (reading a reply that may never come) returns, if it ends in ``wait``.
+
+    Silence, EOF or a reset mean no answer came (None); a malformed answer is still an
+    error. The injection check's bounded fallback, hence phase "starttls".
     """
     try:
         async with asyncio.timeout(wait):
             return await aw
     except (TimeoutError, ResetError):
-        return False
+        return None
     except ScanError as exc:
         exc.phase = "starttls"
         raise
     except ssl.SSLError as exc:
         raise ProtocolError(f"TLS error after STARTTLS: {exc}", phase="starttls") from exc
     except OSError:
-        return False
+        return None

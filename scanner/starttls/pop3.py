@@ -23,6 +23,7 @@ from scanner.errors import (
     StarttlsRefusedError,
 )
 from scanner.starttls.common import (
+    INJECTED_COMMAND,
     INJECTION_WAIT,
     DialogueOptions,
     LoginVerdict,
@@ -33,7 +34,7 @@ from scanner.starttls.common import (
     make_facts,
     upgrade_stream,
 )
-from scanner.starttls.lines import LineChannel, answered_within, step
+from scanner.starttls.lines import LineChannel, answered_within, closed_or, step
 
 __all__ = [
     "capabilities_after_tls",
@@ -104,6 +105,11 @@ async def _capa(ch: LineChannel) -> list[str] | None:
     await ch.send(b"CAPA\r\n")
     if not _parse_status(await ch.read_line()).ok:
         return None
+    return await _capa_lines(ch)
+
+
+async def _capa_lines(ch: LineChannel) -> list[str]:
+    """The lines of a CAPA reply after its +OK, up to the terminating "."."""
     lines: list[str] = []
     for _ in range(ch.max_reply_lines):
         line = await ch.read_line()
@@ -251,13 +257,40 @@ async def check_injection(
     *,
     wait: float = INJECTION_WAIT,
 ) -> bool:
-    """STLS and NOOP in one write; True when NOOP is answered over TLS."""
+    """STLS and an unknown command in one write, then CAPA over TLS.
+
+    NOOP is not valid before login (RFC 1939), hence the unknown command, which any
+    server answers -ERR, and CAPA as the probe. +OK first is CAPA's: the pipelined
+    command was dropped (False). -ERR first is the injected command's refusal when
+    CAPA's reply follows it (True; CAPA's reply is read whole), or CAPA's own refusal
+    by a server without CAPA, which then sends nothing more: after
+    ``min(wait, opts.timeout)`` seconds of silence, False. Only that last case, a
+    server without CAPA that is not vulnerable, costs the wait; whether CAPA was
+    advertised in plaintext need not be known, as a vulnerable server sends the
+    second reply at once either way. EOF or a reset before any reply means False.
+    """
     ch = LineChannel(reader, writer, opts)
-    await _stls_command(ch, opts, b"STLS\r\nNOOP\r\n")
+    await _stls_command(ch, opts, f"STLS\r\n{INJECTED_COMMAND}\r\n".encode("ascii"))
     await upgrade_stream(writer, ssl_context, server_hostname, opts.timeout)
-    return await answered_within(_any_status(ch), min(wait, opts.timeout))
 
+    async def probe() -> _Status:
+        await ch.send(b"CAPA\r\n")
+        return await _read_status(ch)
 
-async def _any_status(ch: LineChannel) -> bool:
-    _parse_status(await ch.read_line())
+    what = "reply to CAPA over TLS"
+    first = await closed_or(probe(), timeout=opts.timeout, what=what)
+    if first is None:
+        return False
+    if first.ok:
+        await step(_capa_lines(ch), phase="starttls", timeout=opts.timeout, what=what)
+        return False
+    second = await answered_within(_read_status(ch), min(wait, opts.timeout))
+    if second is None:
+        return False
+    if second.ok:
+        await closed_or(_capa_lines(ch), timeout=opts.timeout, what=what)
     return True
+
+
+async def _read_status(ch: LineChannel) -> _Status:
+    return _parse_status(await ch.read_line())

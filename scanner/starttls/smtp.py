@@ -23,6 +23,7 @@ from scanner.errors import (
     StarttlsRefusedError,
 )
 from scanner.starttls.common import (
+    INJECTED_COMMAND,
     INJECTION_WAIT,
     DialogueOptions,
     LoginVerdict,
@@ -33,7 +34,7 @@ from scanner.starttls.common import (
     make_facts,
     upgrade_stream,
 )
-from scanner.starttls.lines import LineChannel, answered_within, step
+from scanner.starttls.lines import LineChannel, answered_within, closed_or, step
 
 __all__ = [
     "capabilities_after_tls",
@@ -239,14 +240,29 @@ async def check_injection(
     *,
     wait: float = INJECTION_WAIT,
 ) -> bool:
-    """STARTTLS and NOOP in one write; True when NOOP is answered over TLS."""
+    """STARTTLS and an unknown command in one write, then NOOP over TLS.
+
+    The first reply over TLS decides. 2xx is NOOP's: the pipelined command was dropped
+    (False). A 4xx/5xx is the refusal of the injected command, executed after the
+    upgrade, when NOOP's own reply follows it (True); NOOP's reply is read so that
+    the stream is left at a prompt. A server refusing NOOP itself sends nothing more:
+    after ``min(wait, opts.timeout)`` seconds of silence, False. 421 raises
+    RateLimitedError; EOF or a reset before any reply means False.
+    """
     ch = LineChannel(reader, writer, opts)
-    await _starttls_command(ch, opts, b"STARTTLS\r\nNOOP\r\n")
+    await _starttls_command(ch, opts, f"STARTTLS\r\n{INJECTED_COMMAND}\r\n".encode("ascii"))
     await upgrade_stream(writer, ssl_context, server_hostname, opts.timeout)
-    return await answered_within(_any_reply(ch), min(wait, opts.timeout))
 
+    async def probe() -> Reply:
+        await ch.send(b"NOOP\r\n")
+        return await _read_reply(ch)
 
-async def _any_reply(ch: LineChannel) -> bool:
-    # Any complete reply proves the server executed plaintext it had buffered.
-    await _read_reply(ch)
-    return True
+    first = await closed_or(probe(), timeout=opts.timeout, what="reply to NOOP over TLS")
+    if first is None:
+        return False
+    _raise_if_rate_limited(first, "starttls")
+    if 200 <= first.code < 300:
+        return False
+    if first.code < 400:
+        raise ProtocolError(f"unexpected reply to NOOP over TLS: {first.show()}", phase="starttls")
+    return await answered_within(_read_reply(ch), min(wait, opts.timeout)) is not None

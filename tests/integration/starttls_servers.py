@@ -199,6 +199,8 @@ class SmtpScript:
     #: Answer commands pipelined behind STARTTLS after the upgrade (CVE-2011-0411).
     keep_pipelined: bool = False
     auth_reply: str = "535 5.7.8 Error: authentication failed: authentication failure"
+    #: The reply to NOOP (RFC 5321 says 250, at any time).
+    noop_reply: str = "250 2.0.0 Ok"
     #: Commands received, in order (AUTH lines included).
     received: list[str] = field(default_factory=list)
     #: The connection is TLS from the start (serve(..., tls=True)).
@@ -241,7 +243,7 @@ def smtp_server(script: SmtpScript) -> Handler:
                     script.received.append(await peer.recv_line() or "")
                 await peer.send(script.auth_reply)
             elif verb == "NOOP":
-                await peer.send("250 2.0.0 Ok")
+                await peer.send(script.noop_reply)
             elif verb == "QUIT":
                 await peer.send("221 2.0.0 Bye")
                 return
@@ -272,6 +274,8 @@ class ImapScript:
     #: Untagged lines, then the tagged status, answering LOGIN or AUTHENTICATE.
     login_untagged: list[str] = field(default_factory=list)
     login_reply: str = "NO [AUTHENTICATIONFAILED] Authentication failed."
+    #: Untagged lines sent before the tagged response to NOOP (mailbox updates).
+    noop_untagged: list[str] = field(default_factory=list)
     received: list[str] = field(default_factory=list)
     #: The connection is TLS from the start (serve(..., tls=True)).
     implicit: bool = False
@@ -302,7 +306,7 @@ def imap_server(script: ImapScript) -> Handler:
                     script.received.append(await peer.recv_line() or "")
                 await peer.send(*script.login_untagged, f"{tag} {script.login_reply}")
             elif verb == "NOOP":
-                await peer.send(f"{tag} OK NOOP completed.")
+                await peer.send(*script.noop_untagged, f"{tag} OK NOOP completed.")
             elif verb == "LOGOUT":
                 await peer.send("* BYE Logging out", f"{tag} OK Logout completed.")
                 return
@@ -324,7 +328,9 @@ class Pop3Script:
     greeting: str = "+OK Dovecot ready."
     #: CAPA lines before and after TLS; None answers CAPA with -ERR (an old server).
     capa: list[str] | None = field(default_factory=lambda: ["SASL", *DOVECOT_CAPA])
-    capa_tls: list[str] = field(default_factory=lambda: ["USER", "SASL PLAIN", *DOVECOT_CAPA[:-1]])
+    capa_tls: list[str] | None = field(
+        default_factory=lambda: ["USER", "SASL PLAIN", *DOVECOT_CAPA[:-1]]
+    )
     stls_reply: str = "+OK Begin TLS negotiation now."
     keep_pipelined: bool = False
     user_reply: str = (

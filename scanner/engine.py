@@ -30,6 +30,7 @@ from typing import Literal
 from scanner import ciphers, starttls
 from scanner.certificate import analyse_certificate, nocheck_context, verify_context
 from scanner.errors import (
+    HandshakeError,
     ProtocolError,
     RateLimitedError,
     ResetError,
@@ -280,7 +281,7 @@ class Scanner:
                 and run.facts is not None
                 and run.facts.starttls_offered
             ):
-                injection = await self._injection(run)
+                injection = await self._injection(run, handshake_works=certificate is not None)
         except ScanError as exc:
             error = ErrorInfo(kind=exc.kind, phase=exc.phase, message=exc.message)
         except Exception as exc:  # a bug must not take the whole sweep down with it
@@ -518,7 +519,13 @@ class Scanner:
             run.note(exc)
             return None
 
-    async def _injection(self, run: _EndpointRun) -> bool | None:
+    async def _injection(self, run: _EndpointRun, *, handshake_works: bool) -> bool | None:
+        """STARTTLS command injection; None when it could not be decided.
+
+        Some servers (Dovecot) hand the pipelined plaintext to their TLS layer, so the
+        handshake fails. When a plain upgrade of the same endpoint works, that failure
+        shows the plaintext was not executed as a command: not vulnerable.
+        """
         opts = self.options.dialogue()
         _, nocheck_ctx = self._contexts()
         try:
@@ -527,6 +534,11 @@ class Scanner:
                 return await starttls.check_injection(
                     run.service.dialogue, reader, writer, opts, nocheck_ctx, run.target.sni
                 )
+        except (HandshakeError, ResetError) as exc:
+            if handshake_works and exc.phase == "tls_handshake":
+                return False
+            run.note(exc)
+            return None
         except ScanError as exc:
             run.note(exc)
             return None

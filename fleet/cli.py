@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from fleet.report import render_results
+from fleet.runtime import run
 from fleet.settings import load_settings
 from scanner.engine import Scanner, ScanOptions
 from scanner.errors import ScanError, TargetError
@@ -108,7 +108,7 @@ def scan(
         options = options.quick
     if auth_check:
         options = replace(options, auth_check=True)
-    code = asyncio.run(
+    code = run(
         _scan(
             specs,
             options,
@@ -232,7 +232,7 @@ def demo(
             for e in endpoints
         ]
         options = ScanOptions(timeout=5.0, ca_file=str(ca_file))
-        code = asyncio.run(_scan_targets(targets, options, json_lines=json_lines))
+        code = run(_scan_targets(targets, options, json_lines=json_lines))
         if not json_lines:
             for e in endpoints:
                 err.print(f"  {e.name} ({e.ip}:{e.port}): {e.story}", highlight=False)

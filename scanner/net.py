@@ -68,6 +68,9 @@ def map_os_error(exc: BaseException, phase: str) -> ScanError:
         return ResetError("connection reset by peer", phase=phase)
     if isinstance(exc, asyncio.IncompleteReadError):
         return ResetError("connection closed by peer", phase=phase)
+    if isinstance(exc, RuntimeError) and "closed" in str(exc):
+        # uvloop's way of saying the transport is gone (asyncio raises OSError subclasses)
+        return ResetError("connection closed by peer", phase=phase)
     if isinstance(exc, ssl.SSLError):
         return HandshakeError(f"TLS handshake failed: {exc.reason or exc}", phase=phase)
     if isinstance(exc, OSError):
@@ -125,7 +128,7 @@ class Connector:
                         pass
                 writer.close()
                 await writer.wait_closed()
-        except (OSError, TimeoutError, ssl.SSLError):
-            pass
+        except (OSError, TimeoutError, ssl.SSLError, RuntimeError):
+            pass  # uvloop raises RuntimeError on a transport the peer already closed
         finally:
             writer.close()

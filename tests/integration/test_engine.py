@@ -6,12 +6,14 @@ one per (version, suite), the way a careful human would check a server by hand.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import warnings
 from dataclasses import replace
 
 import pytest
+import uvloop
 
 from scanner import ciphers
 from scanner.engine import Scanner, ScanOptions
@@ -281,3 +283,35 @@ async def test_per_ip_limit_holds_on_the_server_side(pki: Pki) -> None:
     assert [r.status for r in results] == ["ok"] * 3
     assert server.max_open <= 2
     assert server.connections == sum(r.connections for r in results)
+
+
+def test_same_results_on_asyncio_and_uvloop(pki: Pki) -> None:
+    """The CLI runs on uvloop when it is installed: it must see exactly what asyncio sees."""
+    smtp_ctx = pki.server_context(replace(LEGACY, hostnames=("mail.test",)))
+    with (
+        running(TlsServer(pki.server_context(LEGACY), ip="127.0.30.12")) as tls,
+        running(SmtpServer(smtp_ctx, SmtpBehaviour(), ip="127.0.30.13")) as smtp,
+    ):
+        targets = [
+            target(tls.ip, tls.port),
+            target(smtp.ip, smtp.port, "submission", sni="mail.test"),
+            target(tls.ip, tls.port, sni="expired.test"),
+        ]
+
+        async def scan_all() -> list[EndpointResult]:
+            scanner = Scanner(ScanOptions(timeout=5.0, ca_file=pki.ca_file))
+            return [await scanner.scan(t) for t in targets]
+
+        on_asyncio = asyncio.run(scan_all())
+        on_uvloop = uvloop.run(scan_all())
+    for a, b in zip(on_asyncio, on_uvloop, strict=True):
+        assert a.status == b.status == "ok"
+        assert a.protocols == b.protocols
+        assert a.cipher_suites == b.cipher_suites
+        assert a.tls13_groups == b.tls13_groups
+        assert a.auth == b.auth
+        assert a.starttls == b.starttls
+        assert a.certificate is not None
+        assert b.certificate is not None
+        assert a.certificate.status == b.certificate.status
+        assert a.partial_errors == b.partial_errors == []

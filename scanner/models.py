@@ -171,3 +171,119 @@ class EndpointResult:
             "duration_ms": self.duration_ms,
             "scanned_at": self.scanned_at,
         }
+
+
+# -- domains: discovery and the per-domain document --------------------------------------
+
+HostStatus = Literal["ok", "nxdomain", "no_address", "cname", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostAddresses:
+    """A host name and what it resolved to.
+
+    ``status`` is ``ok`` with at least one address; ``nxdomain`` (the name does not
+    exist), ``no_address`` (it exists but has no A/AAAA), ``cname`` (an MX or SRV target
+    that is an alias, which RFC 5321/2782 forbid; its addresses are still followed and
+    listed) or ``error`` (the resolver failed: ``note`` says how).
+    """
+
+    host: str
+    addresses: tuple[str, ...]
+    status: HostStatus = "ok"
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "addresses": list(self.addresses),
+            "status": self.status,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MxRecord:
+    """One MX record with its resolved target."""
+
+    preference: int
+    target: HostAddresses
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preference": self.preference, **self.target.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class SrvRecord:
+    """One RFC 6186/8314 SRV record (``_imaps._tcp`` …); target "." means not offered."""
+
+    service: str  # submission, submissions, imap, imaps, pop3, pop3s
+    priority: int
+    weight: int
+    port: int
+    target: HostAddresses | None  # None for the "." target
+
+    @property
+    def offered(self) -> bool:
+        return self.target is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "priority": self.priority,
+            "weight": self.weight,
+            "port": self.port,
+            "offered": self.offered,
+            "target": self.target.to_dict() if self.target else None,
+        }
+
+
+DiscoveryStatus = Literal["ok", "null_mx", "nxdomain", "no_mail", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """What DNS says serves a domain's mail and web.
+
+    ``status``: ``ok``; ``null_mx`` (``MX 0 .``, RFC 7505: the domain accepts no mail —
+    not an error); ``nxdomain``; ``no_mail`` (no MX and no address for implicit MX);
+    ``error`` (the resolver failed; ``errors`` says how).
+    """
+
+    domain: str
+    status: DiscoveryStatus
+    mx: tuple[MxRecord, ...] = ()
+    implicit_mx: bool = False
+    null_mx: bool = False
+    srv: tuple[SrvRecord, ...] = ()
+    web: tuple[HostAddresses, ...] = ()
+    errors: tuple[ErrorInfo, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "status": self.status,
+            "mx": [m.to_dict() for m in self.mx],
+            "implicit_mx": self.implicit_mx,
+            "null_mx": self.null_mx,
+            "srv": [s.to_dict() for s in self.srv],
+            "web": [w.to_dict() for w in self.web],
+            "errors": [e.to_dict() for e in self.errors],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DomainResult:
+    """The per-domain document: discovery and the results of every endpoint it uses."""
+
+    domain: str
+    discovery: Discovery
+    endpoints: tuple[EndpointResult, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "domain": self.domain,
+            "discovery": self.discovery.to_dict(),
+            "endpoints": [e.to_dict() for e in self.endpoints],
+        }

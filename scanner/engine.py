@@ -22,10 +22,10 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from scanner import ciphers, starttls
 from scanner.certificate import analyse_certificate, nocheck_context, verify_context
@@ -121,6 +121,10 @@ class _EndpointRun:
     protocols: dict[str, bool | None] = field(default_factory=dict)
     suites: dict[str, list[str]] = field(default_factory=dict)
     errors: list[ScanError] = field(default_factory=list)
+    #: Versions whose probe met a hang-up without an alert, with that hello's length.
+    silent: dict[str, int] = field(default_factory=dict)
+    #: The longest hello the server answered (with a ServerHello or an alert).
+    answered: int = 0
 
     def note(self, exc: ScanError) -> None:
         """Remember a failure of one part; the rest of the scan goes on."""
@@ -327,9 +331,12 @@ class Scanner:
         versions = [v for v in PROTOCOLS if v in self.options.protocols]
         first = _FIRST_VERSION if _FIRST_VERSION in versions else versions[0]
         # The first probe stands alone: if the endpoint is down, refuses STARTTLS or
-        # tarpits, we learn it from one connection instead of six.
+        # tarpits, we learn it from one connection instead of six. As soon as it has
+        # answered, every other version and the first one's elimination run at once.
+        parts: list[list[int]] = []
+        hello: ServerHello | None = None
         try:
-            await self._version(run, first)
+            parts, hello = await self._probe(run, first)
         except StarttlsNotOfferedError:
             for v in versions:
                 run.protocols[v] = None
@@ -339,20 +346,44 @@ class Scanner:
                 raise
             run.protocols[first] = None
             run.note(exc)
-        rest = [v for v in versions if v != first]
-        results = await asyncio.gather(
-            *(self._version(run, v) for v in rest), return_exceptions=True
-        )
-        for v, res in zip(rest, results, strict=True):
-            if isinstance(res, ScanError):
-                run.protocols[v] = None
-                run.note(res)
-            elif isinstance(res, BaseException):
-                raise res
+        jobs: dict[str, Coroutine[Any, Any, None]] = {
+            v: self._version(run, v) for v in versions if v != first
+        }
+        if hello is not None:
+            jobs[first] = self._finish(run, first, parts, hello)
+        await self._run_versions(run, jobs)
+        # A silent hang-up on a hello longer than any the server answered may be a stack
+        # that chokes on long suite lists (not a refusal): offer each half on its own.
+        # Servers that refuse versions by hanging up (Dovecot) answered longer hellos.
+        retry = [v for v, size in run.silent.items() if size > run.answered and v != "SSLv2"]
+        await self._run_versions(run, {v: self._version(run, v, split=True) for v in retry})
         if run.errors and all(run.protocols.get(v) is None for v in versions):
             raise run.errors[0]  # not one version could be decided: the endpoint failed
 
-    async def _version(self, run: _EndpointRun, version: str) -> None:
+    async def _run_versions(
+        self, run: _EndpointRun, jobs: dict[str, Coroutine[Any, Any, None]]
+    ) -> None:
+        results = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        for version, res in zip(jobs, results, strict=True):
+            if isinstance(res, ScanError):
+                run.protocols[version] = None
+                run.note(res)
+            elif isinstance(res, BaseException):
+                raise res
+
+    async def _version(self, run: _EndpointRun, version: str, *, split: bool = False) -> None:
+        parts, hello = await self._probe(run, version, split=split)
+        if hello is not None:
+            await self._finish(run, version, parts, hello)
+
+    async def _probe(
+        self, run: _EndpointRun, version: str, *, split: bool = False
+    ) -> tuple[list[list[int]], ServerHello | None]:
+        """One hello offering every suite of ``version``; sets ``protocols[version]``.
+
+        Returns the suite list(s) offered — the two halves of it with ``split`` — and
+        the accepting ServerHello, if any.
+        """
         if version == "SSLv2":
             specs = list(ciphers.SSLV2_CIPHER_SPECS)
             answer = await run.exchange(sslv2_client_hello(specs), sslv2=True)
@@ -363,22 +394,31 @@ class Scanner:
                     ciphers.SSLV2_CIPHER_SPECS.get(s, f"UNKNOWN_0x{s:06x}")
                     for s in answer.cipher_specs
                 ]
-            return
+            return [], None
         offer = [s.code for s in ciphers.suites_for(version)]
-        answer = await run.exchange(run.hello(version, offer))
-        hello = _accepted(answer, version)
-        if hello is None and answer is None and len(offer) > 64:
-            # Some stacks hang up on long suite lists: try the two halves before saying no.
-            for part in (offer[: len(offer) // 2], offer[len(offer) // 2 :]):
-                hello = _accepted(await run.exchange(run.hello(version, part)), version)
-                if hello is not None:
-                    break
+        parts = [offer[: len(offer) // 2], offer[len(offer) // 2 :]] if split else [offer]
+        hello: ServerHello | None = None
+        for part in parts:
+            hello_bytes = run.hello(version, part)
+            answer = await run.exchange(hello_bytes)
+            hello = _accepted(answer, version)
+            if answer is None:
+                run.silent[version] = len(hello_bytes)
+            else:
+                run.answered = max(run.answered, len(hello_bytes))
+            if hello is not None:
+                break
         run.protocols[version] = hello is not None
-        if hello is None:
-            return
+        return parts, hello
+
+    async def _finish(
+        self, run: _EndpointRun, version: str, parts: list[list[int]], hello: ServerHello
+    ) -> None:
+        """Eliminate through every offered list, starting from the suite already chosen."""
         chosen = [hello.cipher_suite]
         if self.options.ciphers:
-            chosen = await self._eliminate(run, version, offer, chosen)
+            for part in parts:
+                chosen = await self._eliminate(run, version, part, chosen)
         run.suites[version] = [ciphers.name_of(c) for c in chosen]
 
     async def _eliminate(

@@ -165,3 +165,15 @@ async def test_active_login_check_on_submission(
     assert res.auth is not None
     assert res.auth.active_check == outcome
     assert res.auth.plaintext_before_tls is plaintext
+
+
+async def test_quick_scan_stays_within_the_connection_budget(daemon_fleet: DaemonFleet) -> None:
+    # Dovecot refuses versions by hanging up without an alert: that must not be taken
+    # for a stack that chokes on long hellos (which would cost extra connections).
+    options = ScanOptions(timeout=5.0, source_address=daemon_fleet.client_address).quick
+    scanner = Scanner(options)
+    results = [r async for r in scanner.scan_many(as_target(e) for e in daemon_fleet.endpoints)]
+    for res in results:
+        accepted = sum(len(v) for v in res.cipher_suites.values())
+        assert res.status == "ok", res.error
+        assert res.connections <= accepted + 6 + 3, (res.target, res.connections, accepted)

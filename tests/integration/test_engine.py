@@ -24,6 +24,7 @@ from tests.integration.servers import (
     LEGACY,
     MODERN,
     OLD_ONLY,
+    BaseServer,
     Pki,
     SmtpBehaviour,
     SmtpServer,
@@ -315,3 +316,54 @@ def test_same_results_on_asyncio_and_uvloop(pki: Pki) -> None:
         assert b.certificate is not None
         assert a.certificate.status == b.certificate.status
         assert a.partial_errors == b.partial_errors == []
+
+
+class ChokingServer(BaseServer):
+    """Real OpenSSL behind a middlebox that hangs up on ClientHello records over a size."""
+
+    def __init__(self, ctx: ssl.SSLContext, ip: str, limit: int) -> None:
+        super().__init__(ip)
+        self.ctx = ctx
+        self.limit = limit
+
+    def handle(self, conn: socket.socket) -> None:
+        header = conn.recv(5, socket.MSG_WAITALL)
+        if len(header) < 5 or 5 + int.from_bytes(header[3:5], "big") > self.limit:
+            return  # silent hang-up, no alert
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(incoming, outgoing, server_side=True)
+        incoming.write(header)
+        while True:
+            try:
+                tls.do_handshake()
+                conn.sendall(outgoing.read())
+                conn.recv(1024)
+                return
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    conn.sendall(outgoing.read())
+                data = conn.recv(16384)
+                if not data:
+                    return
+                incoming.write(data)
+
+
+@pytest.mark.parametrize("tls13", [False, True], ids=["tls12-only", "with-tls13"])
+async def test_server_that_chokes_on_long_hellos_is_scanned_in_halves(
+    pki: Pki, tls13: bool
+) -> None:
+    # Given a server that silently drops hellos of more than 800 bytes (ours for TLS 1.2
+    # offer every suite: about 1100 bytes), while a shorter TLS 1.3 hello gets through
+    profile = replace(
+        LEGACY,
+        max_version=ssl.TLSVersion.TLSv1_3 if tls13 else ssl.TLSVersion.TLSv1_2,
+        min_version=ssl.TLSVersion.TLSv1_2,
+    )
+    server = ChokingServer(pki.server_context(profile), ip="127.0.30.14", limit=800)
+    with running(server):
+        res = await scan(target(server.ip, server.port), certificate=False, groups=False)
+        direct = oracle_suites(server.ip, server.port, "TLSv1.2")
+    # Then TLS 1.2 is found, with the same suites a per-suite OpenSSL check finds
+    assert res.protocols["TLSv1.2"] is True
+    assert res.protocols["TLSv1.3"] is tls13
+    assert set(res.cipher_suites["TLSv1.2"]) == direct

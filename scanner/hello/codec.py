@@ -9,6 +9,7 @@ alert that refuses us), so the reader stops there: no key exchange, no crypto.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Sequence
@@ -172,6 +173,40 @@ def _key_share_entry(group: int) -> bytes:
     return _u16(group) + _vec16(os.urandom(size))
 
 
+@functools.lru_cache(maxsize=256)
+def _extensions(
+    version: str,
+    server_name: str | None,
+    groups: tuple[int, ...] | None,
+    key_share_groups: tuple[int, ...],
+    signature_algorithms: tuple[int, ...],
+) -> bytes:
+    """The extension block (without its length) of a hello; cached, it is the same for
+    every probe of one endpoint and version (a reused random key share is harmless:
+    no probe ever completes a handshake)."""
+    if version == "SSLv3":
+        return b""
+    tls13 = version == "TLSv1.3"
+    extensions: list[bytes] = []
+    if server_name:
+        extensions.append(_sni(server_name))
+    default_groups = TLS13_GROUPS if tls13 else LEGACY_GROUPS
+    group_list = list(groups if groups is not None else default_groups)
+    extensions.append(_ext(_EXT_SUPPORTED_GROUPS, _vec16(_codes16(group_list))))
+    extensions.append(_ext(_EXT_EC_POINT_FORMATS, _vec8(b"\x00\x01\x02")))
+    extensions.append(_ext(_EXT_SIGNATURE_ALGORITHMS, _vec16(_codes16(signature_algorithms))))
+    extensions.append(_ext(_EXT_SESSION_TICKET, b""))
+    extensions.append(_ext(_EXT_EXTENDED_MASTER_SECRET, b""))
+    if tls13:
+        extensions.append(_ext(_EXT_SUPPORTED_VERSIONS, _vec8(_u16(0x0304))))
+        extensions.append(_ext(_EXT_PSK_KEY_EXCHANGE_MODES, _vec8(b"\x01")))
+        shares = b"".join(_key_share_entry(g) for g in key_share_groups)
+        extensions.append(_ext(_EXT_KEY_SHARE, _vec16(shares)))
+    else:
+        extensions.append(_ext(_EXT_RENEGOTIATION_INFO, b"\x00"))
+    return b"".join(extensions)
+
+
 def client_hello(
     version: str,
     cipher_suites: Sequence[int],
@@ -202,24 +237,14 @@ def client_hello(
     if fallback_scsv:
         suites.append(_SCSV_FALLBACK)
 
-    extensions: list[bytes] = []
-    if version != "SSLv3":
-        if server_name:
-            extensions.append(_sni(server_name))
-        default_groups = TLS13_GROUPS if tls13 else LEGACY_GROUPS
-        group_list = list(groups if groups is not None else default_groups)
-        extensions.append(_ext(_EXT_SUPPORTED_GROUPS, _vec16(_codes16(group_list))))
-        extensions.append(_ext(_EXT_EC_POINT_FORMATS, _vec8(b"\x00\x01\x02")))
-        extensions.append(_ext(_EXT_SIGNATURE_ALGORITHMS, _vec16(_codes16(signature_algorithms))))
-        extensions.append(_ext(_EXT_SESSION_TICKET, b""))
-        extensions.append(_ext(_EXT_EXTENDED_MASTER_SECRET, b""))
-        if tls13:
-            extensions.append(_ext(_EXT_SUPPORTED_VERSIONS, _vec8(_u16(0x0304))))
-            extensions.append(_ext(_EXT_PSK_KEY_EXCHANGE_MODES, _vec8(b"\x01")))
-            shares = b"".join(_key_share_entry(g) for g in key_share_groups)
-            extensions.append(_ext(_EXT_KEY_SHARE, _vec16(shares)))
-        else:
-            extensions.append(_ext(_EXT_RENEGOTIATION_INFO, b"\x00"))
+    ext_bytes = _extensions(
+        version,
+        server_name or None,
+        None if groups is None else tuple(groups),
+        tuple(key_share_groups),
+        tuple(signature_algorithms),
+    )
+    has_extensions = version != "SSLv3"
 
     session_id = os.urandom(32) if tls13 else b""
     body = (
@@ -229,11 +254,10 @@ def client_hello(
         + _vec16(_codes16(suites))
         + _vec8(b"\x00")  # compression: null only
     )
-    ext_bytes = b"".join(extensions)
     # Length of the handshake message as it stands, extensions block included.
-    length = 4 + len(body) + (2 + len(ext_bytes) if extensions else 0)
+    length = 4 + len(body) + (2 + len(ext_bytes) if has_extensions else 0)
     if 256 <= length <= 511:
-        overhead = 4 if extensions else 6  # padding header (+ block length if new)
+        overhead = 4 if has_extensions else 6  # padding header (+ block length if new)
         ext_bytes += _ext(_EXT_PADDING, b"\x00" * max(512 - length - overhead, 0))
     if ext_bytes:
         body += _vec16(ext_bytes)

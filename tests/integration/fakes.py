@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Protocol, TypeVar
 
-from scanner.engine import ScanOptions, Scanner
+from scanner.engine import Scanner, ScanOptions
 from scanner.errors import ERROR_KINDS
 from scanner.models import PROTOCOLS, EndpointResult, Target
 from scanner.net import ConnectionLimiter
+from scanner.services import TlsMode
 from tests.integration.servers import BaseServer
 
 __all__ = [
@@ -51,11 +52,11 @@ __all__ = [
     "FakeTlsServer",
     "FloodServer",
     "FragmentingServer",
-    "Gauge",
     "GarbageServer",
+    "Gauge",
     "HelloRequestServer",
-    "LegacyStack",
     "Launcher",
+    "LegacyStack",
     "MalformedHello",
     "ModernStack",
     "Refusal",
@@ -65,11 +66,12 @@ __all__ = [
     "SmtpScript",
     "Stack",
     "TarpitServer",
+    "Wire",
+    "assert_sane",
     "no_new_threads",
     "parse_records",
     "read_client_hello",
     "scan",
-    "assert_sane",
     "target_for",
 ]
 
@@ -84,9 +86,7 @@ VERSIONS: dict[str, int] = {
 }
 
 #: ServerHello.random of a HelloRetryRequest: SHA-256("HelloRetryRequest"), RFC 8446 §4.1.3.
-HRR_RANDOM = bytes.fromhex(
-    "CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C"
-)
+HRR_RANDOM = bytes.fromhex("CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C")
 # RFC 8446 §4.1.3: a TLS 1.3 server negotiating 1.2 or below says so in its random.
 _DOWNGRADE_TLS12 = bytes.fromhex("444F574E47524401")
 _DOWNGRADE_TLS11 = bytes.fromhex("444F574E47524400")
@@ -716,9 +716,12 @@ class FakeServer(BaseServer):
 
     @staticmethod
     def reset(conn: socket.socket) -> None:
-        """Hang up with a TCP RST instead of a FIN (SO_LINGER with a zero timeout)."""
+        """Make the close that ends this handler a TCP RST (SO_LINGER with zero timeout).
+
+        The handler returns right after; BaseServer closes the socket once it has
+        counted the connection closed.
+        """
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()
 
 
 class FakeTlsServer(FakeServer):
@@ -906,7 +909,7 @@ class ResetServer(FakeServer):
 class AlertServer(FakeServer):
     """A fatal alert (handshake_failure by default) to every hello, SSLv2 ones included."""
 
-    def __init__(self, description: int = HANDSHAKE_FAILURE, ip: str = "127.0.0.1") -> None:
+    def __init__(self, ip: str = "127.0.0.1", *, description: int = HANDSHAKE_FAILURE) -> None:
         super().__init__(ip)
         self.description = description
 
@@ -929,6 +932,8 @@ class FloodServer(FakeServer):
     ) -> None:
         super().__init__(ip)
         self.style = style
+        #: Most bytes one connection managed to send: what the client read, plus buffers.
+        self.most_sent = 0
 
     def handle(self, conn: socket.socket) -> None:
         wire = Wire(conn)
@@ -940,8 +945,14 @@ class FloodServer(FakeServer):
         else:
             wire.send(b"\x16\x03\x03\xff\xff" + b"\x02\x00\xff\xfb")
             chunk = filler
-        while not self.stopping:
-            wire.send(chunk)
+        sent = 0
+        try:
+            while not self.stopping:
+                wire.send(chunk)
+                sent += len(chunk)
+        finally:
+            with self._lock:
+                self.most_sent = max(self.most_sent, sent)
 
 
 class HelloRequestServer(FakeServer):
@@ -1035,7 +1046,10 @@ class FakeSmtpServer(FakeServer):
                     caps.append(b"STARTTLS")
                 caps += [b"AUTH PLAIN LOGIN", b"8BITMIME"]
                 wire.send(
-                    b"".join(b"250-" + c + b"\r\n" for c in caps[:-1]) + b"250 " + caps[-1] + b"\r\n"
+                    b"".join(b"250-" + c + b"\r\n" for c in caps[:-1])
+                    + b"250 "
+                    + caps[-1]
+                    + b"\r\n"
                 )
             elif verb == b"HELO":
                 wire.send(b"250 fake.test\r\n")
@@ -1122,9 +1136,15 @@ SCAN_BOUND = 60.0
 
 
 def target_for(server: BaseServer, service: str = "https", sni: str | None = "fake.test") -> Target:
-    mode = "starttls" if service in ("smtp", "submission", "imap", "pop3") else "implicit"
-    return Target(host=sni or server.ip, ip=server.ip, port=server.port, service=service,
-                  tls_mode=mode, sni=sni)  # fmt: skip
+    mode: TlsMode = "starttls" if service in ("smtp", "submission", "imap", "pop3") else "implicit"
+    return Target(
+        host=sni or server.ip,
+        ip=server.ip,
+        port=server.port,
+        service=service,
+        tls_mode=mode,
+        sni=sni,
+    )
 
 
 async def scan(
@@ -1146,4 +1166,11 @@ def assert_sane(result: EndpointResult) -> None:
         assert info.kind in ERROR_KINDS, f"undocumented error kind: {info}"
     assert (result.status == "error") == (result.error is not None)
     assert set(result.protocols) <= set(PROTOCOLS)
+    if None in result.protocols.values():
+        # A version left undecided must come with the reason why.
+        assert result.error is not None or result.partial_errors, result.protocols
+    for version, suites in result.cipher_suites.items():
+        assert result.protocols.get(version) is True, f"suites for a refused {version}"
+        assert suites
+        assert len(set(suites)) == len(suites)
     json.dumps(result.to_dict())

@@ -9,6 +9,8 @@ checks the scanner's hellos with its own parser (``problems`` must stay empty).
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -17,6 +19,7 @@ import pytest
 from scanner.engine import ScanOptions
 from scanner.models import PROTOCOLS, EndpointResult
 from tests.integration.fakes import (
+    HRR_RANDOM,
     ClientHello,
     FakeLegacyServer,
     FakeServer,
@@ -24,13 +27,16 @@ from tests.integration.fakes import (
     FakeSslv2Server,
     FakeTls13Server,
     FragmentingServer,
-    LegacyStack,
     Launcher,
+    LegacyStack,
+    MalformedHello,
     ModernStack,
     Refusal,
     Stack,
+    Wire,
     assert_sane,
     no_new_threads,
+    read_client_hello,
     scan,
 )
 
@@ -114,9 +120,7 @@ LEGACY_SUITES = [DES_CBC3_SHA, RC4_SHA, RC4_MD5, EXP_RC4_MD5]
 async def test_sslv3_and_tls10_suites_in_server_order(serve: Launcher) -> None:
     # Given an SSLv3 + TLS 1.0 server that enforces this order (3DES before RC4, unlike
     # any client's order)
-    server = serve(
-        FakeLegacyServer({"SSLv3", "TLSv1.0"}, codes(LEGACY_SUITES), ip="127.0.20.1")
-    )
+    server = serve(FakeLegacyServer({"SSLv3", "TLSv1.0"}, codes(LEGACY_SUITES), ip="127.0.20.1"))
     # When it is scanned
     result = await scan(server, QUICK)
     # Then both versions are found with every suite, by IANA name, in the server's order
@@ -233,8 +237,9 @@ async def test_tls13_groups_in_server_order(
     tls13 = [AES256_GCM_13, AES128_GCM_13, CHACHA_13]
     tls12 = [ECDHE_AES256_GCM, ECDHE_AES128_GCM]
     server = serve(
-        FakeTls13Server(groups, tls13_suites=codes(tls13), tls12_suites=codes(tls12),
-                        ip="127.0.20.7")  # fmt: skip
+        FakeTls13Server(
+            groups, tls13_suites=codes(tls13), tls12_suites=codes(tls12), ip="127.0.20.7"
+        )
     )
     result = await scan(server, WITH_GROUPS)
     assert result.status == "ok"
@@ -256,8 +261,13 @@ async def test_tls13_groups_in_server_order(
 async def test_tls13_only_server_in_client_order(serve: Launcher) -> None:
     tls13 = [CHACHA_13, AES128_GCM_13]
     server = serve(
-        FakeTls13Server([X25519], versions={"TLSv1.3"}, tls13_suites=codes(tls13),
-                        server_preference=False, ip="127.0.20.8")  # fmt: skip
+        FakeTls13Server(
+            [X25519],
+            versions={"TLSv1.3"},
+            tls13_suites=codes(tls13),
+            server_preference=False,
+            ip="127.0.20.8",
+        )
     )
     result = await scan(server, WITH_GROUPS)
     assert result.status == "ok"
@@ -268,20 +278,19 @@ async def test_tls13_only_server_in_client_order(serve: Launcher) -> None:
     assert_clean(server, result, bound_extra=2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a HelloRetryRequest proves TLS 1.3 but _accepted() treats it as a "
-    "refusal, so a TLS 1.3 server without x25519 (P-256/P-384 only, FIPS) is reported "
-    "TLSv1.3=False",
-)
 async def test_tls13_server_without_x25519_answers_with_hrr(serve: Launcher) -> None:
-    # Given a TLS 1.3 server that only has NIST curves: our x25519 key share is of no
-    # use to it, so it asks for secp256r1 in a HelloRetryRequest — a TLS 1.3 answer
+    # Given a TLS 1.3 server that only has NIST curves (FIPS-style): our x25519 key share
+    # is of no use to it, so it asks for secp256r1 in a HelloRetryRequest, which is a
+    # TLS 1.3 answer naming its suite
     server = serve(FakeTls13Server([SECP256R1, SECP384R1], ip="127.0.20.9"))
+    # When it is scanned
     result = await scan(server, WITH_GROUPS)
-    assert result.protocols["TLSv1.3"] is True
+    # Then TLS 1.3, its suites (each seen in an HRR) and its groups are all found
+    assert result.status == "ok"
+    assert result.protocols == only("TLSv1.2", "TLSv1.3")
     assert result.cipher_suites["TLSv1.3"] == names([AES256_GCM_13, AES128_GCM_13, CHACHA_13])
     assert result.tls13_groups == ["secp256r1", "secp384r1"]
+    assert_clean(server, result, bound_extra=3)
 
 
 # -- fragmented and dribbled answers ------------------------------------------------
@@ -293,33 +302,51 @@ LEGACY_FLIGHT = LegacyStack(
 
 
 @pytest.mark.parametrize(
-    ("stack", "record_size", "byte_delay", "options"),
+    ("stack", "record_size", "byte_delay", "options", "versions"),
     [
         # Every ServerHello, HRR and certificate flight in 1-byte records, full scan.
-        (MODERN, 1, 0.0, WITH_GROUPS),
-        (LEGACY_FLIGHT, 1, 0.0, QUICK),
+        (MODERN, 1, 0.0, WITH_GROUPS, ("TLSv1.2", "TLSv1.3")),
+        (LEGACY_FLIGHT, 1, 0.0, QUICK, ("SSLv3", "TLSv1.0")),
         # Whole records, but one byte per TCP segment with sleeps between.
-        (MODERN, 1 << 14, 0.001, replace(QUICK, protocols=("TLSv1.2", "TLSv1.3"))),
+        (
+            MODERN,
+            1 << 14,
+            0.001,
+            replace(QUICK, protocols=("TLSv1.2", "TLSv1.3")),
+            ("TLSv1.2", "TLSv1.3"),
+        ),
         # Both at once: 1-byte records dribbled byte by byte.
-        (MODERN, 1, 0.0005, replace(QUICK, protocols=("TLSv1.3",), ciphers=False)),
+        (
+            MODERN,
+            1,
+            0.0005,
+            replace(QUICK, protocols=("TLSv1.3",), ciphers=False),
+            ("TLSv1.3",),
+        ),
     ],
     ids=["records-modern", "records-legacy", "dribble", "records-dribbled"],
 )
 async def test_fragmented_answers_are_reassembled(
-    serve: Launcher, stack: Stack, record_size: int, byte_delay: float, options: ScanOptions
+    serve: Launcher,
+    stack: Stack,
+    record_size: int,
+    byte_delay: float,
+    options: ScanOptions,
+    versions: tuple[str, ...],
 ) -> None:
     # Given the same stack, once answering in one piece and once in fragments
     whole = serve(FragmentingServer(stack, record_size=1 << 14, ip="127.0.20.10"))
     split = serve(
-        FragmentingServer(stack, record_size=record_size, byte_delay=byte_delay,
-                          ip="127.0.20.11")  # fmt: skip
+        FragmentingServer(stack, record_size=record_size, byte_delay=byte_delay, ip="127.0.20.11")
     )
     # When both are scanned
     expected = await scan(whole, options)
     result = await scan(split, options)
     # Then the fragments make no difference
     assert expected.status == "ok"
-    assert any(expected.protocols.values())
+    assert {v for v, ok in expected.protocols.items() if ok} == set(versions)
+    if options.groups:
+        assert expected.tls13_groups == ["X25519MLKEM768", "x25519"]
     assert result.status == "ok"
     assert result.partial_errors == []
     assert result.protocols == expected.protocols
@@ -363,21 +390,48 @@ async def test_connections_within_budget(serve: Launcher, make: Callable[[], Fak
     assert_clean(server, result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a hello answered by a close/reset makes _version() retry with both "
-    "halves of a >64-suite offer, 3 connections per refused version, beyond "
-    "accepted + versions + 3",
-)
 @pytest.mark.parametrize("refusal", ["close", "reset"])
 async def test_budget_when_old_versions_are_refused_by_hanging_up(
-    serve: Launcher, refusal: str
+    serve: Launcher, refusal: Refusal
 ) -> None:
     # Given a TLS 1.2/1.3 server that hangs up on SSLv3, TLS 1.0 and TLS 1.1 hellos
     # instead of alerting (SChannel with those versions disabled resets, for one)
-    server = serve(
-        FakeTls13Server([X25519], refusal=refusal, ip="127.0.20.13")
-    )
+    server = serve(FakeTls13Server([X25519], refusal=refusal, ip="127.0.20.13"))
+    # When it is scanned
     result = await scan(server, QUICK)
+    # Then each hang-up costs one connection, like an alert, not a retry in halves
     assert result.protocols == only("TLSv1.2", "TLSv1.3")
     assert_clean(server, result)
+
+
+# -- the fakes themselves --------------------------------------------------------------
+
+
+def test_hrr_random_is_rfc_8446s() -> None:
+    assert hashlib.sha256(b"HelloRetryRequest").digest() == HRR_RANDOM
+
+
+def _hello_record(extensions: bytes, *, suites: bytes = b"\x00\x2f") -> bytes:
+    body = b"\x03\x03" + bytes(32) + b"\x00" + len(suites).to_bytes(2, "big") + suites
+    body += b"\x01\x00" + len(extensions).to_bytes(2, "big") + extensions
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
+
+
+@pytest.mark.parametrize(
+    ("record", "complaint"),
+    [
+        (_hello_record(b"\x00\x17\x00\x00" * 2), "twice"),
+        (_hello_record(b"\x00\x15\x00\xf0" + bytes(240)), "RFC 7685"),
+        (_hello_record(b"\x00\x33\x00\x06\x00\x04\x00\x1d\x00\x00"), "empty key share"),
+        (_hello_record(b"", suites=b"\x00\x2f\x00\x2f"), "repeating"),
+    ],
+    ids=["duplicate-extension", "unpadded", "empty-key-share", "repeated-suite"],
+)
+def test_fake_parser_rejects_what_the_codec_must_not_send(record: bytes, complaint: str) -> None:
+    """So that ``problems == []`` in the scans above means something."""
+    client, server = socket.socketpair()
+    with client, server:
+        client.sendall(record)
+        with pytest.raises(MalformedHello, match=complaint):
+            read_client_hello(Wire(server))

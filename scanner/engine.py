@@ -37,11 +37,13 @@ from scanner.errors import (
     ScanError,
     ScanTimeout,
     StarttlsNotOfferedError,
+    TlsAlertError,
 )
 from scanner.hello.codec import (
     GROUP_NAMES,
     TLS13_GROUPS,
     VERSION_CODES,
+    Alert,
     HelloReader,
     ServerHello,
     ServerResponse,
@@ -125,6 +127,10 @@ class _EndpointRun:
     silent: dict[str, int] = field(default_factory=dict)
     #: The longest hello the server answered (with a ServerHello or an alert).
     answered: int = 0
+    #: How the server answered the probes: hang-ups, alerts, ServerHellos (any version).
+    hangups: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    hellos: int = 0
 
     def note(self, exc: ScanError) -> None:
         """Remember a failure of one part; the rest of the scan goes on."""
@@ -162,15 +168,24 @@ class _EndpointRun:
         attempts = max(1, self.options.attempts)
         for attempt in range(attempts):
             try:
-                return await self._exchange_once(hello, sslv2=sslv2)
+                answer = await self._exchange_once(hello, sslv2=sslv2)
             except ResetError as exc:
                 if exc.phase == "tls_hello":
+                    self.hangups += 1
                     return None
                 if attempt + 1 >= attempts:
                     raise
             except RateLimitedError:
                 if attempt + 1 >= attempts:
                     raise
+            else:
+                if answer is None:
+                    self.hangups += 1
+                elif isinstance(answer, Alert):
+                    self.alerts.append(answer)
+                else:
+                    self.hellos += 1
+                return answer
             await asyncio.sleep(self.options.backoff * (2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
@@ -359,6 +374,21 @@ class Scanner:
         await self._run_versions(run, {v: self._version(run, v, split=True) for v in retry})
         if run.errors and all(run.protocols.get(v) is None for v in versions):
             raise run.errors[0]  # not one version could be decided: the endpoint failed
+        if set(versions) == set(PROTOCOLS) and not any(run.protocols.values()) and not run.hellos:
+            # A TLS endpoint accepts some version: refusing all of them is a failure to
+            # report as such, never as "every old protocol switched off".
+            if run.alerts:
+                names = sorted({a.description_name for a in run.alerts})
+                raise TlsAlertError(
+                    f"every ClientHello was refused with a TLS alert ({', '.join(names)})",
+                    description=run.alerts[0].description,
+                    phase="tls_hello",
+                )
+            if run.hangups:
+                raise ResetError(
+                    "the server hung up on every ClientHello without a TLS answer",
+                    phase="tls_hello",
+                )
 
     async def _run_versions(
         self, run: _EndpointRun, jobs: dict[str, Coroutine[Any, Any, None]]

@@ -21,6 +21,8 @@ from scanner.errors import (
 
 __all__ = ["ConnectionLimiter", "Connector", "LocalLimiter", "map_os_error"]
 
+_MAX_DRAIN = 1 << 16
+
 
 class ConnectionLimiter(Protocol):
     """Grants a slot for one connection to ``ip``; the fleet swaps in a shared one."""
@@ -124,8 +126,10 @@ class Connector:
             async with asyncio.timeout(self.close_timeout):
                 if writer.can_write_eof():
                     writer.write_eof()
-                    while await reader.read(65536):
-                        pass
+                    # Drain what the server still sends, but not a flood: 64 KiB at most.
+                    drained = 0
+                    while drained < _MAX_DRAIN and (chunk := await reader.read(65536)):
+                        drained += len(chunk)
                 writer.close()
                 await writer.wait_closed()
         except (OSError, TimeoutError, ssl.SSLError, RuntimeError):

@@ -138,9 +138,8 @@ async def test_hostile_tls_endpoint_fails_cleanly(serve: Launcher, name: str) ->
 
 
 # -- servers that refuse everything ---------------------------------------------------
-# What holds today: the scan ends and accepts nothing. What should hold (xfail below):
-# an endpoint that refuses every hello is an error carrying the refusal, not an "ok"
-# endpoint without TLS — a firewall resetting TLS must not read as "TLS switched off".
+# An endpoint that refuses every hello is an error carrying the refusal, not an "ok"
+# endpoint without TLS: a firewall resetting TLS must not read as "TLS switched off".
 
 
 @pytest.mark.parametrize(
@@ -166,12 +165,6 @@ async def test_refusing_everything_accepts_nothing(
     assert server.connections == result.connections
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: alerts are refusals per version, so an endpoint that alerts to "
-    "every hello comes back status 'ok' with every protocol False; TlsAlertError "
-    "(tls_alert, tls_hello) is never produced",
-)
 async def test_alert_to_everything_is_a_tls_alert_error(serve: Launcher) -> None:
     server = serve(AlertServer(ip="127.0.20.22"))
     result = await scan(server, HOSTILE)
@@ -180,13 +173,6 @@ async def test_alert_to_everything_is_a_tls_alert_error(serve: Launcher) -> None
     assert (result.error.kind, result.error.phase) == ("tls_alert", "tls_hello")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: exchange() turns a reset after the hello into a refusal, so an "
-    "endpoint that resets every connection comes back status 'ok' with every protocol "
-    "False (reads as 'TLS switched off'); a reset on accept gives that or "
-    "error(reset, connect) depending on a race",
-)
 @pytest.mark.parametrize("after_hello", [True, False], ids=["after-hello", "on-accept"])
 async def test_reset_of_every_connection_is_a_reset_error(
     serve: Launcher, after_hello: bool
@@ -332,12 +318,6 @@ async def test_reset_after_starttls_accepts_nothing(serve: Launcher) -> None:
     assert result.connections == server.connections
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a reset right after '220 Ready' is taken as a refusal of each "
-    "version, so the endpoint comes back status 'ok', STARTTLS offered, every protocol "
-    "False — as if STARTTLS led to no TLS at all",
-)
 async def test_reset_after_starttls_is_a_reset_error(serve: Launcher) -> None:
     server = serve(FakeSmtpServer(SmtpScript(after_starttls="reset"), ip="127.0.20.31"))
     result = await scan(server, HOSTILE, service="smtp")

@@ -262,17 +262,37 @@ class Scanner:
             for task in tasks:
                 task.cancel()
 
-    async def scan(self, target: Target) -> EndpointResult:
-        """Scan one endpoint. Never raises for what the endpoint does: errors are results."""
-        started = time.monotonic()
-        scanned_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        service = SERVICES.get(target.service)
-        connector = Connector(
+    def _connector(self) -> Connector:
+        return Connector(
             self.limiter,
             connect_timeout=self.options.connect_timeout,
             source_address=self.options.source_address,
             close_timeout=min(1.0, self.options.timeout),
         )
+
+    async def certificate(self, target: Target) -> CertificateInfo | None:
+        """Only the certificate served for ``target.sni`` (one or two connections).
+
+        For endpoints reached under several names: the full scan fetched the
+        certificate for one name, this fetches it for each other one. None when no
+        handshake succeeded.
+        """
+        service = SERVICES.get(target.service)
+        if service is None:
+            return None
+        run = _EndpointRun(target, service, self.options, self._connector())
+        try:
+            info, _ = await self._certificate(run)
+        except ScanError:
+            return None
+        return info
+
+    async def scan(self, target: Target) -> EndpointResult:
+        """Scan one endpoint. Never raises for what the endpoint does: errors are results."""
+        started = time.monotonic()
+        scanned_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        service = SERVICES.get(target.service)
+        connector = self._connector()
         if service is None:
             unknown = ErrorInfo("invalid_target", "plan", f"unknown service {target.service!r}")
             return EndpointResult(target=target, status="error", error=unknown)

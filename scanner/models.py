@@ -131,6 +131,281 @@ class CertificateInfo:
         }
 
 
+# -- deep checks (sslyze) -------------------------------------------------------------------
+
+#: sslyze's ROBOT verdicts (``RobotScanResultEnum`` names), kept verbatim.
+RobotResult = Literal[
+    "VULNERABLE_WEAK_ORACLE",
+    "VULNERABLE_STRONG_ORACLE",
+    "NOT_VULNERABLE_NO_ORACLE",
+    "NOT_VULNERABLE_RSA_NOT_SUPPORTED",
+    "UNKNOWN_INCONSISTENT_RESULTS",
+]
+#: sslyze's session-resumption verdicts (``TlsResumptionSupportEnum`` names).
+ResumptionSupport = Literal[
+    "FULLY_SUPPORTED", "PARTIALLY_SUPPORTED", "NOT_SUPPORTED", "SERVER_IS_TLS_1_3_ONLY"
+]
+DeepStatus = Literal["ok", "partial", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class VulnerabilityCheck:
+    """A yes/no vulnerability test (Heartbleed, OpenSSL CCS injection).
+
+    ``vulnerable`` is None when the test did not run to the end: ``error`` says why.
+    A failed test is never "not vulnerable".
+    """
+
+    vulnerable: bool | None
+    error: ErrorInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vulnerable": self.vulnerable, "error": _error_dict(self.error)}
+
+
+@dataclass(frozen=True, slots=True)
+class SupportCheck:
+    """Whether the server supports a feature (TLS compression, TLS_FALLBACK_SCSV)."""
+
+    supported: bool | None
+    error: ErrorInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"supported": self.supported, "error": _error_dict(self.error)}
+
+
+@dataclass(frozen=True, slots=True)
+class RobotCheck:
+    """ROBOT (Bleichenbacher oracle on RSA key exchange): sslyze's verdict, verbatim.
+
+    ``vulnerable`` condenses it: True for ``VULNERABLE_*``, False for
+    ``NOT_VULNERABLE_*``, None for ``UNKNOWN_INCONSISTENT_RESULTS`` or a failed test.
+    """
+
+    result: RobotResult | None
+    error: ErrorInfo | None = None
+
+    @property
+    def vulnerable(self) -> bool | None:
+        if self.result is None or self.result == "UNKNOWN_INCONSISTENT_RESULTS":
+            return None
+        return self.result.startswith("VULNERABLE")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "vulnerable": self.vulnerable,
+            "error": _error_dict(self.error),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RenegotiationCheck:
+    """Renegotiation: RFC 5746 secure renegotiation, and client-initiated renegotiation.
+
+    ``secure_renegotiation`` False means insecure (pre-RFC 5746) renegotiation.
+    ``client_renegotiations_accepted`` counts the client-initiated renegotiations the
+    server honoured out of sslyze's attempts; ``client_renegotiation_dos`` is sslyze's
+    verdict that it honoured them all (a CPU-exhaustion vector).
+    """
+
+    secure_renegotiation: bool | None
+    client_renegotiation_dos: bool | None
+    client_renegotiations_accepted: int | None
+    error: ErrorInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "secure_renegotiation": self.secure_renegotiation,
+            "client_renegotiation_dos": self.client_renegotiation_dos,
+            "client_renegotiations_accepted": self.client_renegotiations_accepted,
+            "error": _error_dict(self.error),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ResumptionRate:
+    """How one TLS 1.2 resumption method fared: sslyze's verdict and its counts."""
+
+    result: ResumptionSupport
+    attempted: int
+    successful: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"result": self.result, "attempted": self.attempted, "successful": self.successful}
+
+
+@dataclass(frozen=True, slots=True)
+class ResumptionCheck:
+    """TLS 1.2 session resumption with session IDs and with session tickets."""
+
+    session_id: ResumptionRate | None
+    tls_ticket: ResumptionRate | None
+    error: ErrorInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id.to_dict() if self.session_id else None,
+            "tls_ticket": self.tls_ticket.to_dict() if self.tls_ticket else None,
+            "error": _error_dict(self.error),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrustStoreVerdict:
+    """Whether one trust store (Mozilla, Apple, Microsoft, Android, Java, custom) trusts a chain.
+
+    ``store`` is our stable key: ``mozilla``, ``apple``, ``microsoft``, ``android``,
+    ``java`` or ``custom`` (the extra CA file); ``error`` is the verifier's reason when
+    the chain is not trusted.
+    """
+
+    store: str
+    version: str
+    trusted: bool
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "trusted": self.trusted, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateDeployment:
+    """One certificate chain the server sends, as sslyze analysed it.
+
+    Optional facts are None where sslyze could not decide them (e.g. no verified chain
+    for ``chain_has_sha1_signature``; no stapled OCSP response for
+    ``ocsp_response_trusted``).
+    """
+
+    subject: str
+    fingerprint_sha256: str
+    chain_length: int
+    trust: tuple[TrustStoreVerdict, ...]
+    extended_validation: bool
+    ocsp_must_staple: bool
+    sct_count: int | None
+    ocsp_stapled: bool
+    ocsp_response_trusted: bool | None
+    chain_order_valid: bool | None
+    chain_contains_anchor: bool | None
+    chain_has_sha1_signature: bool | None
+    legacy_symantec_anchor: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "chain_length": self.chain_length,
+            "trust": {v.store: v.to_dict() for v in self.trust},
+            "extended_validation": self.extended_validation,
+            "ocsp_must_staple": self.ocsp_must_staple,
+            "sct_count": self.sct_count,
+            "ocsp_stapled": self.ocsp_stapled,
+            "ocsp_response_trusted": self.ocsp_response_trusted,
+            "chain_order_valid": self.chain_order_valid,
+            "chain_contains_anchor": self.chain_contains_anchor,
+            "chain_has_sha1_signature": self.chain_has_sha1_signature,
+            "legacy_symantec_anchor": self.legacy_symantec_anchor,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateChecks:
+    """sslyze's certificate checks against its five trust stores (plus the extra CA file).
+
+    ``deployments``: the distinct chains sent with our SNI (a server may send an RSA and
+    an ECDSA chain to different clients); ``without_sni``: the chain sent to clients that
+    send no SNI (None when that handshake failed).
+    """
+
+    sni: str | None
+    deployments: tuple[CertificateDeployment, ...] = ()
+    without_sni: CertificateDeployment | None = None
+    error: ErrorInfo | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sni": self.sni,
+            "deployments": [d.to_dict() for d in self.deployments],
+            "without_sni": self.without_sni.to_dict() if self.without_sni else None,
+            "error": _error_dict(self.error),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeepChecks:
+    """The deep checks of one endpoint (sslyze), one field per check.
+
+    A check that was not requested is None. A check that failed is present with its
+    ``error`` set and its verdict fields None. ``error`` here is a failure of the whole
+    run (no connectivity, timeout, the worker died): every requested check then carries
+    it too. ``status``: ``ok`` (every requested check ran), ``partial`` (some failed) or
+    ``error``.
+    """
+
+    heartbleed: VulnerabilityCheck | None = None
+    ccs_injection: VulnerabilityCheck | None = None
+    robot: RobotCheck | None = None
+    renegotiation: RenegotiationCheck | None = None
+    compression: SupportCheck | None = None
+    fallback_scsv: SupportCheck | None = None
+    session_resumption: ResumptionCheck | None = None
+    certificate: CertificateChecks | None = None
+    error: ErrorInfo | None = None
+    sslyze_version: str | None = None
+    duration_ms: int = 0
+
+    @property
+    def status(self) -> DeepStatus:
+        if self.error is not None:
+            return "error"
+        checks = (
+            self.heartbleed,
+            self.ccs_injection,
+            self.robot,
+            self.renegotiation,
+            self.compression,
+            self.fallback_scsv,
+            self.session_resumption,
+            self.certificate,
+        )
+        return "partial" if any(c is not None and c.error for c in checks) else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        def opt(check: _Check | None) -> dict[str, Any] | None:
+            return check.to_dict() if check is not None else None
+
+        return {
+            "status": self.status,
+            "error": _error_dict(self.error),
+            "heartbleed": opt(self.heartbleed),
+            "ccs_injection": opt(self.ccs_injection),
+            "robot": opt(self.robot),
+            "renegotiation": opt(self.renegotiation),
+            "compression": opt(self.compression),
+            "fallback_scsv": opt(self.fallback_scsv),
+            "session_resumption": opt(self.session_resumption),
+            "certificate": opt(self.certificate),
+            "sslyze_version": self.sslyze_version,
+            "duration_ms": self.duration_ms,
+        }
+
+
+def _error_dict(error: ErrorInfo | None) -> dict[str, Any] | None:
+    return error.to_dict() if error is not None else None
+
+
+_Check = (
+    VulnerabilityCheck
+    | SupportCheck
+    | RobotCheck
+    | RenegotiationCheck
+    | ResumptionCheck
+    | CertificateChecks
+)
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointResult:
     """The scan result document of one endpoint."""
@@ -147,6 +422,8 @@ class EndpointResult:
     starttls: StarttlsInfo | None = None
     auth: AuthInfo | None = None
     certificate: CertificateInfo | None = None
+    #: sslyze's deep checks; None unless requested (``--deep``).
+    deep: DeepChecks | None = None
     #: Errors of parts that failed while the rest of the scan succeeded.
     partial_errors: list[ErrorInfo] = field(default_factory=list)
     connections: int = 0
@@ -166,6 +443,7 @@ class EndpointResult:
             "starttls": self.starttls.to_dict() if self.starttls else None,
             "auth": self.auth.to_dict() if self.auth else None,
             "certificate": self.certificate.to_dict() if self.certificate else None,
+            "deep": self.deep.to_dict() if self.deep else None,
             "partial_errors": [e.to_dict() for e in self.partial_errors],
             "connections": self.connections,
             "duration_ms": self.duration_ms,

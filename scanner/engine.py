@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from scanner import ciphers, starttls
 from scanner.certificate import analyse_certificate, nocheck_context, verify_context
+from scanner.deep import DeepChecker
 from scanner.errors import (
     HandshakeError,
     ProtocolError,
@@ -245,10 +246,17 @@ class Scanner:
     """Scans endpoints. Build one per run; it owns the connection limiter."""
 
     def __init__(
-        self, options: ScanOptions | None = None, *, limiter: ConnectionLimiter | None = None
+        self,
+        options: ScanOptions | None = None,
+        *,
+        limiter: ConnectionLimiter | None = None,
+        deep: DeepChecker | None = None,
     ) -> None:
+        """``deep``: when given, every endpoint that scanned ``ok`` also gets sslyze's
+        deep checks (the caller owns the checker's process pool and closes it)."""
         self.options = options or ScanOptions()
         self.limiter = limiter or LocalLimiter()
+        self.deep = deep
         self._verify_ctx: ssl.SSLContext | None = None
         self._nocheck_ctx: ssl.SSLContext | None = None
 
@@ -289,6 +297,12 @@ class Scanner:
 
     async def scan(self, target: Target) -> EndpointResult:
         """Scan one endpoint. Never raises for what the endpoint does: errors are results."""
+        result = await self._scan(target)
+        if self.deep is not None and result.status == "ok" and target.tls_mode != "none":
+            result = replace(result, deep=await self.deep.check(target))
+        return result
+
+    async def _scan(self, target: Target) -> EndpointResult:
         started = time.monotonic()
         scanned_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         service = SERVICES.get(target.service)

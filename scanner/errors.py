@@ -57,6 +57,8 @@ PHASES = (
     "tls_handshake",
     "certificate",
     "auth",
+    "deep",
+    "scan",
 )
 
 

@@ -1,0 +1,244 @@
+"""The fleet's state in PostgreSQL: inventory, sweeps, endpoints and scan results.
+
+Lifecycle in one paragraph: the inventory (account managers → customers → domains) is
+imported or edited through the API. A sweep covers a set of domains; its discovery
+step records, per domain, what DNS said (``sweep_domains``) and which endpoints the
+domain uses (``domain_endpoints``); every unique endpoint (``endpoints``, one row per
+``(ip, port, service)`` for all time) gets exactly one ``scan_results`` row per sweep
+(the unique constraint is what makes retried jobs idempotent). Extra certificates,
+for endpoints reached under several names, go to ``scan_certificates``. When all
+results are in, the sweep is closed and its diff against the previous sweep stored.
+
+Relationships are ``lazy="raise"``: load what you need explicitly in a repository.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+#: Constraint names Alembic can rely on (and `alembic check` compares).
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SWEEP_STATUSES = ("pending", "discovering", "scanning", "closing", "done", "cancelled", "failed")
+SWEEP_KINDS = ("nightly", "adhoc")
+ENDPOINT_HOW = ("mx", "implicit_mx", "srv", "web", "profile")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONB,
+        list[str]: ARRAY(Text),
+    }
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class AccountManager(Base):
+    """A person at the provider who is told about their customers' problems."""
+
+    __tablename__ = "account_managers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    created_at: Mapped[dt.datetime] = _now()
+
+    customers: Mapped[list[Customer]] = relationship(back_populates="account_manager", lazy="raise")
+
+
+class Customer(Base):
+    """A customer of the provider; owns domains; has at most one account manager."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    account_manager_id: Mapped[int | None] = mapped_column(
+        ForeignKey("account_managers.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[dt.datetime] = _now()
+
+    account_manager: Mapped[AccountManager | None] = relationship(
+        back_populates="customers", lazy="raise"
+    )
+    domains: Mapped[list[Domain]] = relationship(back_populates="customer", lazy="raise")
+
+
+class Domain(Base):
+    """A hosted domain, by its A-label name (lower case, no trailing dot)."""
+
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    customer: Mapped[Customer] = relationship(back_populates="domains", lazy="raise")
+
+
+class Endpoint(Base):
+    """One (ip, port, service) for all time; results hang off it per sweep."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (
+        UniqueConstraint("ip", "port", "service", name="uq_endpoints_ip_port_service"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ip: Mapped[str] = mapped_column(String(45))
+    port: Mapped[int] = mapped_column(Integer)
+    service: Mapped[str] = mapped_column(String(20))
+    #: The host name (and SNI) the endpoint is scanned under.
+    host: Mapped[str] = mapped_column(String(253))
+    first_seen: Mapped[dt.datetime] = _now()
+    last_seen: Mapped[dt.datetime] = _now()
+
+
+class Sweep(Base):
+    """One scan of (part of) the fleet: discovery, one result per endpoint, a diff."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending','discovering','scanning','closing','done','cancelled','failed')",
+            name="status",
+        ),
+        CheckConstraint("kind IN ('nightly','adhoc')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(12), server_default="pending", index=True)
+    #: {"all": true} or {"customers": [ids]} or {"domains": [names]}.
+    scope: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: Scan options (quick or full, deep, …) as given when the sweep started.
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    total_endpoints: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[dt.datetime] = _now()
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Against the previous closed sweep: newly legacy, fixed, new and vanished endpoints.
+    diff: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SweepDomain(Base):
+    """A domain in a sweep, with what discovery found for it (the Discovery document)."""
+
+    __tablename__ = "sweep_domains"
+
+    sweep_id: Mapped[int] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True
+    )
+    domain_id: Mapped[int] = mapped_column(
+        ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    status: Mapped[str] = mapped_column(String(12))
+    discovery: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class DomainEndpoint(Base):
+    """Which endpoints a domain used in a sweep, through which host name, found how."""
+
+    __tablename__ = "domain_endpoints"
+    __table_args__ = (
+        UniqueConstraint(
+            "sweep_id", "domain_id", "endpoint_id", "host", name="uq_domain_endpoints_use"
+        ),
+        Index("ix_domain_endpoints_endpoint_sweep", "endpoint_id", "sweep_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(253))
+    how: Mapped[str] = mapped_column(String(12))
+
+
+class ScanResult(Base):
+    """Exactly one per (sweep, endpoint): the result document plus filterable columns.
+
+    The columns are derived from ``document`` when the row is written (one mapping
+    function in the repository); they exist for dashboards and filters only.
+    """
+
+    __tablename__ = "scan_results"
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "endpoint_id", name="uq_scan_results_sweep_endpoint"),
+        Index("ix_scan_results_endpoint_scanned", "endpoint_id", "scanned_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(8))
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    ssl2: Mapped[bool | None] = mapped_column(Boolean)
+    ssl3: Mapped[bool | None] = mapped_column(Boolean)
+    tls10: Mapped[bool | None] = mapped_column(Boolean)
+    tls11: Mapped[bool | None] = mapped_column(Boolean)
+    tls12: Mapped[bool | None] = mapped_column(Boolean)
+    tls13: Mapped[bool | None] = mapped_column(Boolean)
+    #: Rank of the lowest/highest accepted version: 0 SSLv2 … 5 TLS 1.3; NULL if none.
+    lowest_protocol: Mapped[int | None] = mapped_column(SmallInteger)
+    highest_protocol: Mapped[int | None] = mapped_column(SmallInteger)
+    plaintext_before_tls: Mapped[bool | None] = mapped_column(Boolean)
+    starttls_offered: Mapped[bool | None] = mapped_column(Boolean)
+    cert_status: Mapped[str | None] = mapped_column(String(20))
+    cert_not_after: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    connections: Mapped[int] = mapped_column(Integer, server_default="0")
+    duration_ms: Mapped[int] = mapped_column(Integer, server_default="0")
+    scanned_at: Mapped[dt.datetime] = _now()
+    document: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+class ScanCertificate(Base):
+    """A certificate fetched for one more SNI name of an endpoint in a sweep."""
+
+    __tablename__ = "scan_certificates"
+
+    sweep_id: Mapped[int] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    sni: Mapped[str] = mapped_column(String(253), primary_key=True)
+    #: The CertificateInfo document, or NULL when no handshake succeeded for that name.
+    certificate: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -1,0 +1,73 @@
+"""Endpoints: one row per ``(ip, port, service)`` for all time."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.db.models import Endpoint
+from scanner.discovery import EndpointKey
+from scanner.models import Target
+from scanner.services import service_named
+
+__all__ = ["endpoint_target", "ensure_endpoints", "get_targets"]
+
+#: Rows per INSERT statement (PostgreSQL allows 65,535 bind parameters in one).
+BATCH = 2000
+
+
+def endpoint_target(endpoint: Endpoint) -> Target:
+    """The scanner's :class:`~scanner.models.Target` for a stored endpoint.
+
+    The SNI is the endpoint's ``host`` (the name the latest discovery reached it by).
+    """
+    service = service_named(endpoint.service)
+    return Target(
+        host=endpoint.host,
+        ip=endpoint.ip,
+        port=endpoint.port,
+        service=service.name,
+        tls_mode=service.tls_mode,
+        sni=endpoint.host,
+    )
+
+
+async def ensure_endpoints(
+    session: AsyncSession, endpoints: Mapping[EndpointKey, str] | Iterable[tuple[EndpointKey, str]]
+) -> dict[EndpointKey, int]:
+    """Get or create the endpoints, given as ``{(ip, port, service): host}``; their ids.
+
+    One ``INSERT … ON CONFLICT (ip, port, service) DO UPDATE`` per batch: existing rows
+    get ``last_seen = now()`` and the latest ``host`` (the name the scan will use as
+    SNI), new rows are created; concurrent callers never create duplicates.
+    """
+    pairs = dict(endpoints.items() if isinstance(endpoints, Mapping) else endpoints)
+    ids: dict[EndpointKey, int] = {}
+    # A fixed order makes concurrent upserts lock rows in the same order (no deadlocks).
+    items = sorted(pairs.items())
+    for start in range(0, len(items), BATCH):
+        chunk = items[start : start + BATCH]
+        values = insert(Endpoint).values(
+            [
+                {"ip": key.ip, "port": key.port, "service": key.service, "host": host}
+                for key, host in chunk
+            ]
+        )
+        stmt = values.on_conflict_do_update(
+            constraint="uq_endpoints_ip_port_service",
+            set_={"host": values.excluded.host, "last_seen": func.now()},
+        ).returning(Endpoint.id, Endpoint.ip, Endpoint.port, Endpoint.service)
+        for row in await session.execute(stmt):
+            ids[EndpointKey(row.ip, row.port, row.service)] = row.id
+    return ids
+
+
+async def get_targets(session: AsyncSession, endpoint_ids: Collection[int]) -> dict[int, Target]:
+    """The scan target of each endpoint id that exists (unknown ids are left out)."""
+    if not endpoint_ids:
+        return {}
+    rows = await session.scalars(select(Endpoint).where(Endpoint.id.in_(list(endpoint_ids))))
+    return {endpoint.id: endpoint_target(endpoint) for endpoint in rows}

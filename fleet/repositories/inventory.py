@@ -1,0 +1,246 @@
+"""The inventory: account managers, customers and domains; the domains of a sweep scope."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.db.models import AccountManager, Customer, Domain
+from fleet.inventory import InventoryRecord
+
+__all__ = [
+    "DomainRef",
+    "UpsertCounts",
+    "domains_in_scope",
+    "iter_inventory",
+    "upsert_inventory",
+    "validate_scope",
+]
+
+#: Records per batch in :func:`upsert_inventory`.
+BATCH = 1000
+
+
+@dataclass(slots=True)
+class UpsertCounts:
+    """What an import did, counted per row (domain)."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: UpsertCounts) -> UpsertCounts:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRef:
+    """A domain as a sweep needs it: id, A-label name, customer."""
+
+    id: int
+    name: str
+    customer_id: int
+
+
+async def upsert_inventory(
+    session: AsyncSession, records: Sequence[InventoryRecord], *, batch_size: int = BATCH
+) -> UpsertCounts:
+    """Create or update account managers, customers and domains from validated records.
+
+    Idempotent: importing the same records again changes nothing and counts every row
+    ``unchanged``. Keys: account managers by e-mail (the name is updated), customers by
+    name, domains by name (customer and tags are replaced; an inactive domain becomes
+    active again). A record without an account manager leaves its customer's as it is.
+    Nothing is deleted. Records must be unique by domain (:func:`fleet.inventory.
+    validate_rows` guarantees it). Five statements per batch of ``batch_size``.
+    """
+    counts = UpsertCounts()
+    for start in range(0, len(records), batch_size):
+        counts += await _upsert_batch(session, records[start : start + batch_size])
+    return counts
+
+
+async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord]) -> UpsertCounts:
+    counts = UpsertCounts()
+    before = await _current_state(session, [r.domain for r in batch])
+
+    managers = {
+        r.account_manager_email: r.account_manager
+        for r in batch
+        if r.account_manager_email is not None and r.account_manager is not None
+    }
+    manager_ids: dict[str, int] = {}
+    if managers:
+        stmt = insert(AccountManager).values(
+            [{"email": email, "name": name} for email, name in sorted(managers.items())]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[AccountManager.email],
+            set_={"name": stmt.excluded.name},
+            where=AccountManager.name.is_distinct_from(stmt.excluded.name),
+        )
+        await session.execute(stmt)
+        rows = await session.execute(
+            select(AccountManager.email, AccountManager.id).where(
+                AccountManager.email.in_(list(managers))
+            )
+        )
+        manager_ids = dict(rows.tuples())
+
+    customer_manager: dict[str, int | None] = {}
+    for record in batch:
+        manager = (
+            manager_ids[record.account_manager_email]
+            if record.account_manager_email is not None
+            else None
+        )
+        if customer_manager.get(record.customer) is None:
+            customer_manager[record.customer] = manager
+    stmt_c = insert(Customer).values(
+        [{"name": name, "account_manager_id": am} for name, am in sorted(customer_manager.items())]
+    )
+    new_manager = func.coalesce(stmt_c.excluded.account_manager_id, Customer.account_manager_id)
+    stmt_c = stmt_c.on_conflict_do_update(
+        index_elements=[Customer.name],
+        set_={"account_manager_id": new_manager},
+        where=Customer.account_manager_id.is_distinct_from(new_manager),
+    )
+    await session.execute(stmt_c)
+    rows_c = await session.execute(
+        select(Customer.name, Customer.id).where(Customer.name.in_(list(customer_manager)))
+    )
+    customer_ids = dict(rows_c.tuples())
+
+    stmt_d = insert(Domain).values(
+        [
+            {"name": r.domain, "customer_id": customer_ids[r.customer], "tags": list(r.tags)}
+            for r in sorted(batch, key=lambda r: r.domain)
+        ]
+    )
+    stmt_d = stmt_d.on_conflict_do_update(
+        index_elements=[Domain.name],
+        set_={
+            "customer_id": stmt_d.excluded.customer_id,
+            "tags": stmt_d.excluded.tags,
+            "active": True,
+            "updated_at": func.now(),
+        },
+        where=tuple_(Domain.customer_id, Domain.tags, Domain.active).is_distinct_from(
+            tuple_(stmt_d.excluded.customer_id, stmt_d.excluded.tags, True)
+        ),
+    )
+    await session.execute(stmt_d)
+
+    # Compare what each domain looked like before and after: exact, one more query.
+    after = await _current_state(session, [r.domain for r in batch])
+    for record in batch:
+        old = before.get(record.domain)
+        if old is None:
+            counts.created += 1
+        elif old == after.get(record.domain):
+            counts.unchanged += 1
+        else:
+            counts.updated += 1
+    return counts
+
+
+_State = tuple[str, tuple[str, ...], bool, str | None, str | None]
+
+
+async def _current_state(session: AsyncSession, names: Sequence[str]) -> dict[str, _State]:
+    rows = await session.execute(
+        select(
+            Domain.name,
+            Customer.name,
+            Domain.tags,
+            Domain.active,
+            AccountManager.email,
+            AccountManager.name,
+        )
+        .join(Customer, Customer.id == Domain.customer_id)
+        .outerjoin(AccountManager, AccountManager.id == Customer.account_manager_id)
+        .where(Domain.name.in_(list(names)))
+    )
+    return {
+        domain: (customer, tuple(tags), active, email, manager)
+        for domain, customer, tags, active, email, manager in rows.tuples()
+    }
+
+
+async def iter_inventory(
+    session: AsyncSession, *, include_inactive: bool = False, batch_size: int = BATCH
+) -> AsyncIterator[list[InventoryRecord]]:
+    """The inventory in domain-name order, in lists of up to ``batch_size`` records.
+
+    Streamed with a server-side cursor, so exporting a large fleet needs little memory.
+    """
+    stmt = (
+        select(
+            Domain.name,
+            Customer.name,
+            AccountManager.name,
+            AccountManager.email,
+            Domain.tags,
+        )
+        .join(Customer, Customer.id == Domain.customer_id)
+        .outerjoin(AccountManager, AccountManager.id == Customer.account_manager_id)
+        .order_by(Domain.name)
+        .execution_options(yield_per=batch_size)
+    )
+    if not include_inactive:
+        stmt = stmt.where(Domain.active)
+    result = await session.stream(stmt)
+    async for partition in result.partitions():
+        yield [
+            InventoryRecord(domain, customer, manager, email, tuple(tags))
+            for domain, customer, manager, email, tags in partition
+        ]
+
+
+def validate_scope(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """A sweep scope in its stored form; ValueError for anything else.
+
+    ``{"all": true}``, ``{"customers": [ids]}`` or ``{"domains": [A-label names]}``
+    (lists non-empty, de-duplicated and sorted).
+    """
+    if set(scope) == {"all"} and scope["all"] is True:
+        return {"all": True}
+    if set(scope) == {"customers"}:
+        ids = scope["customers"]
+        if (
+            not isinstance(ids, list | tuple)
+            or not ids
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise ValueError("scope 'customers' must be a non-empty list of customer ids")
+        return {"customers": sorted(set(ids))}
+    if set(scope) == {"domains"}:
+        names = scope["domains"]
+        if (
+            not isinstance(names, list | tuple)
+            or not names
+            or not all(isinstance(n, str) and n for n in names)
+        ):
+            raise ValueError("scope 'domains' must be a non-empty list of domain names")
+        return {"domains": sorted(set(names))}
+    raise ValueError('a sweep scope is {"all": true}, {"customers": [ids]} or {"domains": [names]}')
+
+
+async def domains_in_scope(session: AsyncSession, scope: Mapping[str, Any]) -> list[DomainRef]:
+    """The active domains a sweep scope covers, by name (unknown names are left out)."""
+    checked = validate_scope(scope)
+    stmt = select(Domain.id, Domain.name, Domain.customer_id).where(Domain.active)
+    if "customers" in checked:
+        stmt = stmt.where(Domain.customer_id.in_(checked["customers"]))
+    elif "domains" in checked:
+        stmt = stmt.where(Domain.name.in_(checked["domains"]))
+    rows = await session.execute(stmt.order_by(Domain.name))
+    return [DomainRef(id_, name, customer) for id_, name, customer in rows.tuples()]

@@ -48,6 +48,12 @@ NAMING = {
 SWEEP_STATUSES = ("pending", "discovering", "scanning", "closing", "done", "cancelled", "failed")
 SWEEP_KINDS = ("nightly", "adhoc")
 ENDPOINT_HOW = ("mx", "implicit_mx", "srv", "web", "profile")
+RESULT_STATUSES = ("ok", "error")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """The SQL of a CHECK that ``column`` holds one of ``values`` (constants above)."""
+    return f"{column} IN ({','.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -134,11 +140,8 @@ class Sweep(Base):
 
     __tablename__ = "sweeps"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending','discovering','scanning','closing','done','cancelled','failed')",
-            name="status",
-        ),
-        CheckConstraint("kind IN ('nightly','adhoc')", name="kind"),
+        CheckConstraint(_one_of("status", SWEEP_STATUSES), name="status"),
+        CheckConstraint(_one_of("kind", SWEEP_KINDS), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -181,6 +184,10 @@ class DomainEndpoint(Base):
             "sweep_id", "domain_id", "endpoint_id", "host", name="uq_domain_endpoints_use"
         ),
         Index("ix_domain_endpoints_endpoint_sweep", "endpoint_id", "sweep_id"),
+        # A domain's endpoints across sweeps (its history), and ON DELETE CASCADE from
+        # domains, would otherwise scan the whole table.
+        Index("ix_domain_endpoints_domain_sweep", "domain_id", "sweep_id"),
+        CheckConstraint(_one_of("how", ENDPOINT_HOW), name="how"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -202,6 +209,7 @@ class ScanResult(Base):
     __table_args__ = (
         UniqueConstraint("sweep_id", "endpoint_id", name="uq_scan_results_sweep_endpoint"),
         Index("ix_scan_results_endpoint_scanned", "endpoint_id", "scanned_at"),
+        CheckConstraint(_one_of("status", RESULT_STATUSES), name="status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -11,7 +11,7 @@ JSON is a list of objects with the same keys (``tags`` a list of strings or one
 semicolon-separated string). :func:`read_inventory` yields raw rows (an unreadable file
 raises :class:`InventoryFileError`), :func:`validate_rows` turns them into
 :class:`InventoryRecord` values and a :class:`RowError` per bad row — a bad row never
-costs the good ones — and :func:`write_csv` / :func:`write_json` write the export.
+costs the good ones — and :class:`InventoryWriter` writes the export (CSV or JSON).
 The database side is :mod:`fleet.repositories.inventory`.
 """
 
@@ -34,15 +34,16 @@ __all__ = [
     "InventoryFileError",
     "InventoryFormat",
     "InventoryRecord",
+    "InventoryWriter",
     "RawRow",
     "RowError",
     "Validated",
+    "iter_chunks",
     "parse_tags",
     "read_inventory",
     "validate_email",
     "validate_rows",
-    "write_csv",
-    "write_json",
+    "write_inventory",
 ]
 
 #: The columns (CSV header) and keys (JSON objects), in export order.
@@ -391,35 +392,52 @@ def validate_rows(rows: Iterable[RawRow]) -> Validated:
 # -- writing ------------------------------------------------------------------------------
 
 
-def write_csv(records: Iterable[InventoryRecord], out: TextIO) -> int:
-    """Write the CSV export (header first, tags joined with ``;``); rows written."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(FIELDS)
-    count = 0
-    for record in records:
-        writer.writerow(
-            (
-                record.domain,
-                record.customer,
-                record.account_manager or "",
-                record.account_manager_email or "",
-                ";".join(record.tags),
-            )
-        )
-        count += 1
-    return count
+class InventoryWriter:
+    """Writes an export in batches (the database streams it): CSV with its header, or a
+    JSON list with one object per line. Call :meth:`close` to finish the document."""
+
+    def __init__(self, out: TextIO, file_format: InventoryFormat = "csv") -> None:
+        self.out = out
+        self.format = file_format
+        self.count = 0
+        self._csv = csv.writer(out, lineterminator="\n")
+        if file_format == "csv":
+            self._csv.writerow(FIELDS)
+        else:
+            out.write("[")
+
+    def write(self, records: Iterable[InventoryRecord]) -> None:
+        """Append records."""
+        for record in records:
+            if self.format == "csv":
+                self._csv.writerow(
+                    (
+                        record.domain,
+                        record.customer,
+                        record.account_manager or "",
+                        record.account_manager_email or "",
+                        ";".join(record.tags),
+                    )
+                )
+            else:
+                self.out.write(",\n" if self.count else "\n")
+                self.out.write(json.dumps(record.to_dict(), ensure_ascii=False))
+            self.count += 1
+
+    def close(self) -> None:
+        """End the document (the JSON list); CSV needs nothing."""
+        if self.format == "json":
+            self.out.write("\n]\n" if self.count else "]\n")
 
 
-def write_json(records: Iterable[InventoryRecord], out: TextIO) -> int:
-    """Write the JSON export (a list of objects), one object per line; rows written."""
-    count = 0
-    out.write("[")
-    for record in records:
-        out.write(",\n" if count else "\n")
-        out.write(json.dumps(record.to_dict(), ensure_ascii=False))
-        count += 1
-    out.write("\n]\n" if count else "]\n")
-    return count
+def write_inventory(
+    records: Iterable[InventoryRecord], out: TextIO, file_format: InventoryFormat = "csv"
+) -> int:
+    """Write a whole export; the number of records written."""
+    writer = InventoryWriter(out, file_format)
+    writer.write(records)
+    writer.close()
+    return writer.count
 
 
 def iter_chunks(records: Iterable[InventoryRecord], size: int) -> Iterator[list[InventoryRecord]]:

@@ -93,7 +93,7 @@ async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord])
                 AccountManager.email.in_(list(managers))
             )
         )
-        manager_ids = dict(rows.tuples())
+        manager_ids = dict(rows.tuples().all())
 
     customer_manager: dict[str, int | None] = {}
     for record in batch:
@@ -117,7 +117,7 @@ async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord])
     rows_c = await session.execute(
         select(Customer.name, Customer.id).where(Customer.name.in_(list(customer_manager)))
     )
-    customer_ids = dict(rows_c.tuples())
+    customer_ids = dict(rows_c.tuples().all())
 
     stmt_d = insert(Domain).values(
         [

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from scanner.models import PROTOCOLS, EndpointResult
+from scanner.models import PROTOCOLS, DomainResult, EndpointResult
 
 #: Versions the provider is switching off; shown in red when accepted.
 _DEPRECATED = {"SSLv2", "SSLv3", "TLSv1.0", "TLSv1.1"}
@@ -94,3 +94,46 @@ def render_results(console: Console, results: Sequence[EndpointResult]) -> None:
         f"{len(results)} endpoints: {ok} scanned, {len(results) - ok} failed; "
         f"{legacy} accept SSL/TLS 1.0/1.1; {clear} take a password before TLS."
     )
+
+
+def _domain_row(doc: DomainResult) -> tuple[str, ...]:
+    d = doc.discovery
+    mx = ", ".join(f"{m.preference} {m.target.host}" for m in d.mx) or "-"
+    if d.null_mx:
+        mx = "null MX (no mail)"
+    elif d.implicit_mx:
+        mx = f"implicit: {mx}"
+    eps = doc.endpoints
+    legacy = sum(1 for e in eps if any(e.protocols.get(p) for p in _DEPRECATED))
+    clear = sum(1 for e in eps if e.auth and e.auth.plaintext_before_tls)
+    bad_certs = sum(1 for e in eps if e.certificate and e.certificate.status != "valid")
+    failed = sum(1 for e in eps if e.status != "ok")
+    problems = [e.message for e in d.errors][:2]
+    return (
+        doc.domain,
+        d.status,
+        mx,
+        str(len(eps)),
+        str(legacy),
+        str(clear),
+        str(bad_certs),
+        str(failed),
+        "; ".join(problems),
+    )
+
+
+def render_domains(console: Console, documents: Sequence[DomainResult]) -> None:
+    """A row per domain, then the table of every distinct endpoint they use."""
+    table = Table(title="domains", header_style="bold")
+    for column in ("domain", "discovery", "MX", "endpoints", "TLS<1.2", "password in clear",
+                   "bad certs", "failed", "DNS problems"):  # fmt: skip
+        table.add_column(column)
+    for doc in sorted(documents, key=lambda d: d.domain):
+        table.add_row(*_domain_row(doc))
+    console.print(table)
+    unique: dict[tuple[str, int, str], EndpointResult] = {}
+    for doc in documents:
+        for e in doc.endpoints:
+            unique.setdefault((e.target.ip, e.target.port, e.target.service), e)
+    if unique:
+        render_results(console, list(unique.values()))

@@ -19,6 +19,7 @@ from fleet.report import render_domains, render_results
 from fleet.runtime import run
 from fleet.settings import load_settings
 from scanner.deep import DeepChecker, DeepOptions
+from scanner.discovery import normalise_domain
 from scanner.dns import Resolver, parse_nameserver
 from scanner.domains import DomainProgress, scan_domains
 from scanner.engine import Scanner, ScanOptions
@@ -103,6 +104,11 @@ def scan(
     endpoint_texts: list[str] = []
     for text in targets or []:
         (domains if _is_domain(text, service) else endpoint_texts).append(text)
+    try:  # names on the command line must be right; a file's bad rows are reported
+        for name in domains:
+            normalise_domain(name)
+    except TargetError as exc:
+        raise fail(exc.message) from None
     if from_file is not None:
         domains.extend(_read_domains(from_file))
     if not domains and not endpoint_texts:

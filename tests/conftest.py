@@ -29,7 +29,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import psycopg
@@ -83,8 +83,8 @@ def _pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pgserver warns at import without XDG_RUNTIME_DIR
-        import pgserver
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+        from pgserver.postgres_server import get_server
+    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:
@@ -190,9 +190,7 @@ def _redis_answers(url: str) -> bool:
 
 def _explicit_db(url: str) -> bool:
     parts = urlsplit(url)
-    return "db" in parse_qs(parts.query) or (
-        parts.scheme != "unix" and parts.path.strip("/") != ""
-    )
+    return "db" in parse_qs(parts.query) or (parts.scheme != "unix" and parts.path.strip("/") != "")
 
 
 def _with_db(url: str, db: int) -> str:
@@ -234,7 +232,8 @@ def _redis_run_url(_redis_server_url: str) -> Iterator[str]:
     control = _redis_client(_with_db(_redis_server_url, 0), decode_responses=True)
     try:
         try:
-            databases = int(control.config_get("databases").get("databases", 16))
+            config = cast(dict[str, str], control.config_get("databases"))
+            databases = int(config.get("databases", 16))
         except redis.ResponseError:  # CONFIG may be disabled (managed Redis)
             databases = 16
         claimed = next(

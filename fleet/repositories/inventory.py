@@ -93,7 +93,7 @@ async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord])
                 AccountManager.email.in_(list(managers))
             )
         )
-        manager_ids = dict(rows.tuples().all())
+        manager_ids = dict(rows.all())
 
     customer_manager: dict[str, int | None] = {}
     for record in batch:
@@ -117,7 +117,7 @@ async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord])
     rows_c = await session.execute(
         select(Customer.name, Customer.id).where(Customer.name.in_(list(customer_manager)))
     )
-    customer_ids = dict(rows_c.tuples().all())
+    customer_ids = dict(rows_c.all())
 
     stmt_d = insert(Domain).values(
         [
@@ -171,7 +171,7 @@ async def _current_state(session: AsyncSession, names: Sequence[str]) -> dict[st
     )
     return {
         domain: (customer, tuple(tags), active, email, manager)
-        for domain, customer, tags, active, email, manager in rows.tuples()
+        for domain, customer, tags, active, email, manager in rows
     }
 
 
@@ -243,4 +243,4 @@ async def domains_in_scope(session: AsyncSession, scope: Mapping[str, Any]) -> l
     elif "domains" in checked:
         stmt = stmt.where(Domain.name.in_(checked["domains"]))
     rows = await session.execute(stmt.order_by(Domain.name))
-    return [DomainRef(id_, name, customer) for id_, name, customer in rows.tuples()]
+    return [DomainRef(id_, name, customer) for id_, name, customer in rows]

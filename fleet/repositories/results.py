@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.db.models import ScanCertificate, ScanResult
@@ -223,7 +223,7 @@ async def latest_results(
     ``DISTINCT ON (endpoint_id)`` ordered by ``scanned_at`` descending: served by the
     ``(endpoint_id, scanned_at)`` index.
     """
-    stmt = select(ScanResult).distinct(ScanResult.endpoint_id)
+    stmt = select(ScanResult).ext(distinct_on(ScanResult.endpoint_id))
     if endpoint_ids is not None:
         stmt = stmt.where(ScanResult.endpoint_id.in_(list(endpoint_ids)))
     stmt = stmt.order_by(ScanResult.endpoint_id, ScanResult.scanned_at.desc(), ScanResult.id.desc())

@@ -355,13 +355,14 @@ async def unfinished_endpoints(
 
 async def sweep_progress(session: AsyncSession, sweep_id: int) -> SweepProgress | None:
     """Progress of a sweep (None if there is no such sweep); one query."""
-    counts = (
-        select(
-            func.count().label("done"),
-            func.count().filter(ScanResult.status == "error").label("failed"),
-        )
-        .where(ScanResult.sweep_id == sweep_id)
-        .subquery()
+    done = (
+        select(func.count()).where(ScanResult.sweep_id == Sweep.id).scalar_subquery().label("done")
+    )
+    failed = (
+        select(func.count())
+        .where(ScanResult.sweep_id == Sweep.id, ScanResult.status == "error")
+        .scalar_subquery()
+        .label("failed")
     )
     elapsed = func.extract(
         "epoch", func.coalesce(Sweep.finished_at, func.clock_timestamp()) - Sweep.started_at
@@ -373,24 +374,24 @@ async def sweep_progress(session: AsyncSession, sweep_id: int) -> SweepProgress 
                 Sweep.total_endpoints,
                 Sweep.started_at,
                 Sweep.finished_at,
-                counts.c.done,
-                counts.c.failed,
+                done,
+                failed,
                 case((Sweep.started_at.is_(None), None), else_=elapsed).label("elapsed"),
             ).where(Sweep.id == sweep_id)
         )
     ).one_or_none()
     if row is None:
         return None
-    done, total = int(row.done), int(row.total_endpoints)
+    stored, total = int(row.done), int(row.total_endpoints)
     seconds = float(row.elapsed) if row.elapsed is not None else None
-    rate = done / seconds if seconds and seconds > 0 and done else None
-    remaining = max(total - done, 0)
+    rate = stored / seconds if seconds and seconds > 0 and stored else None
+    remaining = max(total - stored, 0)
     eta = 0.0 if remaining == 0 and total else (remaining / rate if rate else None)
     return SweepProgress(
         sweep_id=sweep_id,
         status=row.status,
         total=total,
-        done=done,
+        done=stored,
         failed=int(row.failed),
         started_at=row.started_at,
         finished_at=row.finished_at,

@@ -10,6 +10,7 @@ import pytest
 import redis
 from arq import create_pool
 from arq.connections import RedisSettings
+from pydantic import SecretStr
 from sqlalchemy import text
 
 from fleet.db.migrate import current_revision, head_revision, upgrade
@@ -67,7 +68,9 @@ def test_embedded_services_are_real_and_shared(tmp_path: Path) -> None:
 
 def test_configured_urls_start_nothing(tmp_path: Path, database_url: str, redis_url: str) -> None:
     settings = Settings(
-        data_dir=tmp_path / "unused", database_url=database_url, redis_url=redis_url
+        data_dir=tmp_path / "unused",
+        database_url=SecretStr(database_url),
+        redis_url=SecretStr(redis_url),
     )
 
     with services(settings) as resolved:

@@ -1,0 +1,466 @@
+"""Sweeps: the orchestration the worker's jobs (and the CLI, and the API) share.
+
+A sweep goes::
+
+    start_sweep ──▶ [discover job] discover_sweep: DNS for every domain in scope,
+                    the deduplicated endpoint plan, stored in one transaction,
+                    then one scan job per endpoint without a result
+                ──▶ [scan jobs]    scan_endpoint: scan one (ip, port, service) and the
+                    certificate of every further SNI name; store the result once
+                ──▶ [close job]    close: when every endpoint has its result, the sweep
+                    is closed and its diff against the previous one stored
+    reconcile (cron, worker start-up): for every open sweep, enqueue whatever is
+                    missing — discovery, scans without a result, the close
+
+PostgreSQL is the source of truth and Redis only carries jobs: every step reads the
+state it acts on from the database, and jobs are enqueued after the commit that made
+their rows visible. A step that runs twice (arq delivers at least once; the reconciler
+re-enqueues after a flush) changes nothing the first run stored: results are
+insert-once per (sweep, endpoint), status moves are compare-and-set, and job ids
+derived from (sweep, endpoint) keep the queue free of duplicates while one is pending.
+
+Infrastructure failures (PostgreSQL or Redis unreachable, the shared limiter
+unavailable) propagate as exceptions for the job to retry; whatever an endpoint does
+is a result. Nothing here builds engines, pools or scanners: :class:`SweepRuntime`
+is built by the worker's start-up and passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet import jobs
+from fleet.limiter import LimiterUnavailable, is_limiter_failure
+from fleet.repositories import sweeps as sweep_repo
+from fleet.repositories.endpoints import get_targets
+from fleet.repositories.inventory import domains_in_scope
+from fleet.repositories.results import get_result, record_certificates, record_result
+from fleet.repositories.sweeps import SweepKind, SweepProgress, sweep_progress
+from scanner.discovery import PortProfile, discover, normalise_domain, plan_endpoints
+from scanner.dns import Resolver
+from scanner.engine import Scanner, ScanOptions
+from scanner.errors import TargetError
+from scanner.models import CertificateInfo, Discovery, EndpointResult, ErrorInfo
+from scanner.net import ConnectionLimiter
+
+__all__ = [
+    "ReconcileReport",
+    "ScanOutcome",
+    "SweepOptions",
+    "SweepRuntime",
+    "close",
+    "discover_sweep",
+    "enqueue_missing",
+    "progress",
+    "reconcile",
+    "scan_endpoint",
+    "start_nightly",
+    "start_sweep",
+]
+
+log = logging.getLogger(__name__)
+
+#: How long a result that could not be stored is kept in Redis for the retry.
+_STASH_TTL = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOptions:
+    """How a sweep scans, stored with it (``sweeps.options``) so that every job of the
+    sweep — on any worker, after any restart — scans the same way.
+
+    ``quick``: versions, suites and STARTTLS facts only (no certificates). ``profile``:
+    which services to probe on the discovered hosts; None → the default
+    :class:`~scanner.discovery.PortProfile` (SMTP on MX hosts, SRV records, HTTPS).
+    """
+
+    quick: bool = False
+    profile: PortProfile | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"quick": self.quick}
+        if self.profile is not None:
+            p = self.profile
+            data["profile"] = {
+                "mx": list(p.mx),
+                "srv": p.srv,
+                "provider_hosts": list(p.provider_hosts),
+                "provider": list(p.provider),
+                "web": list(p.web),
+            }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepOptions:
+        """The options stored with a sweep; ValueError (or TargetError, a ValueError's
+        cousin for bad port-profile entries) for anything malformed."""
+        unknown = set(data) - {"quick", "profile"}
+        if unknown:
+            raise ValueError(f"unknown sweep options: {', '.join(sorted(unknown))}")
+        quick = data.get("quick", False)
+        if not isinstance(quick, bool):
+            raise ValueError("sweep option 'quick' must be true or false")
+        raw = data.get("profile")
+        if raw is None:
+            return cls(quick=quick)
+        if not isinstance(raw, Mapping):
+            raise ValueError("sweep option 'profile' must be an object")
+        allowed = {"mx", "srv", "provider_hosts", "provider", "web"}
+        if set(raw) - allowed:
+            raise ValueError(
+                f"unknown port-profile fields: {', '.join(sorted(set(raw) - allowed))}"
+            )
+        fields: dict[str, Any] = {}
+        for name in ("mx", "provider_hosts", "provider", "web"):
+            if name in raw:
+                value = raw[name]
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"port-profile field {name!r} must be a list of strings")
+                fields[name] = tuple(value)
+        if "srv" in raw:
+            if not isinstance(raw["srv"], bool):
+                raise ValueError("port-profile field 'srv' must be true or false")
+            fields["srv"] = raw["srv"]
+        return cls(quick=quick, profile=PortProfile(**fields))
+
+
+@dataclass(slots=True)
+class SweepRuntime:
+    """What the sweep steps need, built once per worker process by its start-up.
+
+    ``scan_options``: the base options (timeouts, CA file, EHLO name) from the settings;
+    a quick sweep uses their ``.quick`` form. ``new_resolver`` builds one resolver per
+    discovery run (a resolver's cache lives for one run by design). ``scan_deadline``:
+    seconds one endpoint's scan (with its extra certificates) may take before it is
+    stored as a ``timeout`` error, kept below the job timeout so that a pathological
+    endpoint ends as a result instead of a job that times out for ever.
+    """
+
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    scan_options: ScanOptions
+    limiter: ConnectionLimiter
+    new_resolver: Callable[[], Resolver]
+    allow_private: bool = False
+    scan_deadline: float = 540.0
+    discovery_deadline: float = 540.0
+    _scanners: dict[bool, Scanner] = field(default_factory=dict, repr=False)
+
+    def scanner(self, quick: bool) -> Scanner:
+        """The (shared, per-process) scanner for full or quick sweeps."""
+        if quick not in self._scanners:
+            options = self.scan_options.quick if quick else self.scan_options
+            self._scanners[quick] = Scanner(options, limiter=self.limiter)
+        return self._scanners[quick]
+
+
+# -- starting ----------------------------------------------------------------------------
+
+
+async def start_sweep(
+    sessions: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    *,
+    kind: SweepKind = "adhoc",
+    scope: Mapping[str, Any],
+    options: SweepOptions | None = None,
+) -> int:
+    """Create a sweep and queue its discovery; its id.
+
+    ValueError for a bad scope. The sweep row is committed before the job is queued; if
+    Redis fails in between, the sweep waits as ``pending`` for the reconciler.
+    """
+    async with sessions() as session:
+        sweep = await sweep_repo.create_sweep(
+            session, kind=kind, scope=scope, options=(options or SweepOptions()).to_dict()
+        )
+        sweep_id = sweep.id
+        await session.commit()
+    await jobs.enqueue_discover(redis, sweep_id)
+    return sweep_id
+
+
+async def start_nightly(
+    sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, options: SweepOptions
+) -> int | None:
+    """Start the scheduled sweep of the whole fleet, unless one is still open (a sweep
+    that overran its night must not be doubled by the next); its id, or None."""
+    async with sessions() as session:
+        running = [s.id for s in await sweep_repo.open_sweeps(session) if s.kind == "nightly"]
+    if running:
+        log.warning("nightly sweep not started: sweep %s is still open", running[0])
+        return None
+    return await start_sweep(sessions, redis, kind="nightly", scope={"all": True}, options=options)
+
+
+# -- discovery ---------------------------------------------------------------------------
+
+
+async def _discover_one(name: str, resolver: Resolver) -> Discovery:
+    try:
+        return await discover(name, resolver)
+    except TargetError as exc:  # a name the inventory let through but DNS cannot take
+        error = ErrorInfo(kind=exc.kind, phase=exc.phase, message=exc.message)
+        return Discovery(domain=name.strip(), status="error", errors=(error,))
+
+
+def _domain_key(name: str) -> str:
+    try:
+        return normalise_domain(name)
+    except TargetError:
+        return name.strip()
+
+
+async def discover_sweep(rt: SweepRuntime, sweep_id: int) -> int:
+    """Discover a sweep's domains, store the plan and queue its scans; how many queued.
+
+    Idempotent: a sweep already past discovery only gets its missing scans queued, and
+    of two discoveries racing (a re-queued job next to a running one) only the first
+    to lock the sweep stores its plan.
+    """
+    async with rt.sessions() as session:
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+        if sweep is None or sweep.status in sweep_repo.FINAL_STATUSES:
+            return 0
+        if sweep.status in ("scanning", "closing"):
+            return await enqueue_missing(rt, sweep_id)
+        await sweep_repo.set_sweep_status(
+            session, sweep_id, "discovering", expected=("pending", "discovering")
+        )
+        options = SweepOptions.from_dict(sweep.options)
+        domains = await domains_in_scope(session, sweep.scope)
+        await session.commit()
+
+    resolver = rt.new_resolver()
+    async with asyncio.timeout(rt.discovery_deadline):
+        discoveries = await asyncio.gather(*(_discover_one(d.name, resolver) for d in domains))
+    plan = plan_endpoints(
+        discoveries, options.profile or PortProfile(), allow_private=rt.allow_private
+    )
+    domain_ids = {_domain_key(d.name): d.id for d in domains}
+
+    async with rt.sessions() as session:
+        locked = await sweep_repo.get_sweep(session, sweep_id, for_update=True)
+        if locked is not None and locked.status == "discovering":
+            record = await sweep_repo.record_discovery(session, sweep_id, plan, domain_ids)
+            await sweep_repo.set_sweep_status(
+                session, sweep_id, "scanning", expected=("discovering",)
+            )
+            await session.commit()
+            log.info(
+                "sweep %s: %d domains, %d endpoints to scan, %d rejected",
+                sweep_id,
+                len(domains),
+                len(record.to_scan),
+                len(record.rejected),
+            )
+    return await enqueue_missing(rt, sweep_id)
+
+
+async def enqueue_missing(rt: SweepRuntime, sweep_id: int) -> int:
+    """Queue a scan for every endpoint of the sweep without a result (jobs pending
+    under the same id are not doubled), or its close when none is missing; how many
+    scans were queued anew."""
+    async with rt.sessions() as session:
+        missing = await sweep_repo.unfinished_endpoints(session, sweep_id)
+    if not missing:
+        await jobs.enqueue_close(rt.redis, sweep_id)
+        return 0
+    return await jobs.enqueue_scans(rt.redis, sweep_id, missing)
+
+
+# -- scanning ----------------------------------------------------------------------------
+
+ScanOutcome = Literal["stored", "duplicate", "skipped"]
+
+
+def _stash_key(sweep_id: int, endpoint_id: int) -> str:
+    return f"tlsfleet:stash:{jobs.scan_job_id(sweep_id, endpoint_id)}"
+
+
+async def _scan(
+    rt: SweepRuntime, scanner: Scanner, names: Sequence[str], sweep_id: int, endpoint_id: int
+) -> tuple[EndpointResult | dict[str, Any], dict[str, CertificateInfo | None]]:
+    async with rt.sessions() as session:
+        target = (await get_targets(session, [endpoint_id])).get(endpoint_id)
+    if target is None:
+        raise LookupError(f"sweep {sweep_id}: no endpoint {endpoint_id}")
+    if names:
+        # The plan scans under the first name (alphabetically) that leads there.
+        target = replace(target, host=names[0], sni=names[0])
+    certificates: dict[str, CertificateInfo | None] = {}
+    try:
+        async with asyncio.timeout(rt.scan_deadline):
+            result = await scanner.scan(target)
+            if is_limiter_failure(result):
+                raise LimiterUnavailable(result.error.message if result.error else "")
+            if scanner.options.certificate and result.status == "ok":
+                for name in names[1:]:
+                    certificates[name] = await scanner.certificate(
+                        replace(target, host=name, sni=name)
+                    )
+    except TimeoutError:
+        message = f"the scan did not finish within {rt.scan_deadline:g} s"
+        result = EndpointResult(
+            target=target, status="error", error=ErrorInfo("timeout", "scan", message)
+        )
+    return result, certificates
+
+
+async def scan_endpoint(rt: SweepRuntime, sweep_id: int, endpoint_id: int) -> ScanOutcome:
+    """Scan one endpoint for a sweep and store its result, exactly once.
+
+    ``skipped``: the sweep is gone or final, or the result was already stored (a
+    retried job); ``duplicate``: another run stored it first while this one scanned;
+    ``stored``: this run's result is the sweep's. A result that could not be stored
+    (PostgreSQL down) is kept in Redis for the retry, so the endpoint is not scanned
+    twice; the exception propagates for the job to retry.
+    """
+    async with rt.sessions() as session:
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+        if sweep is None or sweep.status in sweep_repo.FINAL_STATUSES:
+            return "skipped"
+        stored = await sweep_progress(session, sweep_id)
+        already = await _has_result(session, sweep_id, endpoint_id)
+        names = await sweep_repo.endpoint_host_names(session, sweep_id, endpoint_id)
+        options = SweepOptions.from_dict(sweep.options)
+    if already:
+        await _maybe_close(rt, sweep_id, stored)
+        return "skipped"
+
+    stash = _stash_key(sweep_id, endpoint_id)
+    stashed = await rt.redis.get(stash)
+    if stashed is not None:
+        data = json.loads(stashed)
+        result: EndpointResult | dict[str, Any] = data["result"]
+        certificates: Mapping[str, CertificateInfo | dict[str, Any] | None] = data["certificates"]
+    else:
+        result, certificates = await _scan(
+            rt, rt.scanner(options.quick), names, sweep_id, endpoint_id
+        )
+
+    try:
+        async with rt.sessions() as session:
+            new = await record_result(session, sweep_id, endpoint_id, result)
+            if new and certificates:
+                await record_certificates(session, sweep_id, endpoint_id, dict(certificates))
+            await session.commit()
+            after = await sweep_progress(session, sweep_id)
+    except Exception:
+        if stashed is None:
+            await _stash(rt, stash, result, certificates)
+        raise
+    if stashed is not None:
+        await rt.redis.delete(stash)
+    await _maybe_close(rt, sweep_id, after)
+    return "stored" if new else "duplicate"
+
+
+async def _stash(
+    rt: SweepRuntime,
+    key: str,
+    result: EndpointResult | dict[str, Any],
+    certificates: Mapping[str, CertificateInfo | dict[str, Any] | None],
+) -> None:
+    document = result.to_dict() if isinstance(result, EndpointResult) else result
+    certs = {
+        name: cert.to_dict() if isinstance(cert, CertificateInfo) else cert
+        for name, cert in certificates.items()
+    }
+    try:
+        await rt.redis.set(
+            key, json.dumps({"result": document, "certificates": certs}), ex=_STASH_TTL
+        )
+    except RedisError as exc:  # the retry will scan again: slower, not wrong
+        log.warning("could not keep the result of %s for the retry: %s", key, exc)
+
+
+async def _has_result(session: AsyncSession, sweep_id: int, endpoint_id: int) -> bool:
+    return await get_result(session, sweep_id, endpoint_id) is not None
+
+
+async def _maybe_close(rt: SweepRuntime, sweep_id: int, now: SweepProgress | None) -> None:
+    # Every scan checks after its own commit: the last of them to commit sees all in.
+    if now is not None and now.status == "scanning" and now.total and now.done >= now.total:
+        await jobs.enqueue_close(rt.redis, sweep_id)
+
+
+# -- closing and reconciling -------------------------------------------------------------
+
+
+async def close(rt: SweepRuntime, sweep_id: int) -> bool:
+    """Close the sweep if every result is in (storing its diff); True if this call did.
+
+    When results are missing (a stale close), it queues them instead.
+    """
+    async with rt.sessions() as session:
+        diff = await sweep_repo.close_sweep(session, sweep_id)
+        await session.commit()
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+    if diff is not None:
+        counts = diff.to_dict()["counts"]
+        log.info("sweep %s closed; diff %s", sweep_id, counts)
+        return True
+    if sweep is not None and sweep.status in ("scanning", "closing"):
+        await enqueue_missing(rt, sweep_id)
+    return False
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """What one reconciliation did."""
+
+    sweeps: int = 0
+    discoveries: int = 0
+    scans: int = 0
+    closes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "sweeps": self.sweeps,
+            "discoveries": self.discoveries,
+            "scans": self.scans,
+            "closes": self.closes,
+        }
+
+
+async def reconcile(rt: SweepRuntime) -> ReconcileReport:
+    """Bring the queue back in line with PostgreSQL: for every open sweep, queue its
+    discovery (pending, discovering), its missing scans, or its close (scanning).
+
+    Safe to run at any time and on several workers at once: job ids keep what is
+    already queued or running from being queued again, and every job re-checks the
+    database before it acts.
+    """
+    report = ReconcileReport()
+    async with rt.sessions() as session:
+        open_sweeps = [(s.id, s.status) for s in await sweep_repo.open_sweeps(session)]
+    for sweep_id, status in open_sweeps:
+        report.sweeps += 1
+        if status in ("pending", "discovering"):
+            report.discoveries += await jobs.enqueue_discover(rt.redis, sweep_id)
+            continue
+        async with rt.sessions() as session:
+            missing = await sweep_repo.unfinished_endpoints(session, sweep_id)
+        if missing:
+            report.scans += await jobs.enqueue_scans(rt.redis, sweep_id, missing)
+        else:
+            report.closes += await jobs.enqueue_close(rt.redis, sweep_id)
+    if report.discoveries or report.scans or report.closes:
+        log.info("reconciled: %s", report.to_dict())
+    return report
+
+
+async def progress(session: AsyncSession, sweep_id: int) -> SweepProgress | None:
+    """A sweep's progress (total, done, failed, rate, ETA) while it runs and after; None
+    for an unknown sweep. What ``tlsfleet sweep status`` and the API show."""
+    return await sweep_progress(session, sweep_id)

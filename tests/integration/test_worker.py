@@ -1,0 +1,379 @@
+"""Sweeps run by an arq worker in this process (burst mode): the whole pipeline on real
+PostgreSQL, Redis, DNS and TLS endpoints, and each step's idempotency.
+
+The multi-process and fault tests are in ``test_sweep.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Retry
+from pydantic import SecretStr
+from sqlalchemy import exc as sa_errors
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet import jobs, sweeps
+from fleet.jobs import JobName
+from fleet.repositories import sweeps as sweep_repo
+from fleet.repositories.results import get_result, sweep_results
+from fleet.repositories.sweep_jobs import customer_ids
+from fleet.settings import Settings
+from fleet.sweeps import SweepOptions
+from tests.integration.test_sweep_harness import (
+    SRV_ONLY,
+    LocalFleet,
+    assert_one_result_per_endpoint,
+    import_inventory,
+    local_fleet,
+)
+from worker import jobs as worker_jobs
+from worker.context import WorkerConfig, context, shutdown, startup
+from worker.options import WorkerOptions
+from worker.settings import create_worker
+
+BOUND = 60.0
+
+
+@pytest.fixture
+def fleet() -> Iterator[LocalFleet]:
+    with local_fleet("127.92.0") as running:
+        yield running
+
+
+def _config(
+    database_url: str, redis: RedisSettings, fleet: LocalFleet, **settings: object
+) -> WorkerConfig:
+    values: dict[str, object] = {
+        "database_url": SecretStr(database_url),
+        "resolvers": [fleet.nameserver],
+        "allow_private_targets": True,
+        "per_ip_limit": 2,
+        "timeout": 2.0,
+        "greeting_timeout": 2.0,
+        **settings,
+    }
+    return WorkerConfig(
+        settings=Settings.model_validate(values),
+        database_url=database_url,
+        redis_settings=redis,
+        options=WorkerOptions(job_timeout=20, poll_delay=0.05, retry_delay=0.05, max_tries=3),
+        nightly=SRV_ONLY,
+    )
+
+
+@pytest.fixture
+def config(database_url: str, arq_redis_settings: RedisSettings, fleet: LocalFleet) -> WorkerConfig:
+    return _config(database_url, arq_redis_settings, fleet)
+
+
+@pytest.fixture
+async def ctx(
+    config: WorkerConfig, session_factory: async_sessionmaker[AsyncSession], fleet: LocalFleet
+) -> AsyncIterator[dict[str, object]]:
+    """A started worker context (as on_startup builds it), the inventory imported."""
+    await import_inventory(session_factory, fleet.records)
+    redis = await jobs.create_job_pool(config.redis_settings)
+    state: dict[str, object] = {"config": config, "redis": redis}
+    await startup(state)
+    try:
+        yield state
+    finally:
+        await shutdown(state)
+        await redis.aclose()
+
+
+async def run_burst(config: WorkerConfig) -> None:
+    """Run a worker in this process until the queue is empty."""
+    worker = create_worker(config, burst=True, handle_signals=False)
+    try:
+        async with asyncio.timeout(BOUND):
+            await worker.main()
+    finally:
+        with warnings.catch_warnings():
+            # arq 0.28 closes its pool with redis-py's deprecated close().
+            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
+            await worker.close()
+
+
+async def queued(redis: ArqRedis) -> set[str | None]:
+    return {job.job_id for job in await redis.queued_jobs()}
+
+
+async def test_a_sweep_runs_from_start_to_diff(
+    ctx: dict[str, object],
+    config: WorkerConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+    fleet: LocalFleet,
+) -> None:
+    app = context(ctx)
+    # Given the fleet's inventory, when a sweep over all of it starts and a worker runs
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"all": True}, options=SRV_ONLY
+    )
+    assert jobs.discover_job_id(sweep_id) in await queued(app.redis)
+    await run_burst(config)
+    # Then every endpoint has exactly one result, the sweep is closed with a diff
+    await assert_one_result_per_endpoint(session_factory, sweep_id, fleet)
+    async with session_factory() as session:
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+        progress = await sweeps.progress(session, sweep_id)
+        results = await sweep_results(session, sweep_id)
+    assert sweep is not None
+    assert sweep.status == "done"
+    assert sweep.diff is not None
+    assert sweep.diff["previous_sweep_id"] is None
+    assert sweep.diff["counts"]["new_endpoints"] == len(fleet.endpoints)
+    # … the refused endpoint is a stored failure with its kind, the others succeeded
+    assert progress is not None
+    assert progress.failed == 1
+    by_port = {r.document["target"]["port"]: r for r in results.values()}
+    assert by_port.pop(fleet.refused[1]).error_kind == "refused"
+    assert {r.error_kind for r in by_port.values()} == {None}
+    # … and each endpoint was scanned once: the servers saw exactly the results' connections
+    assert fleet.connections() == sum(r.connections for r in by_port.values())
+
+
+async def test_a_second_sweep_diffs_against_the_first(
+    ctx: dict[str, object],
+    config: WorkerConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    app = context(ctx)
+    async with session_factory() as session:
+        ids = await customer_ids(session, ["Customer 1"])
+    scope = {"customers": [ids["Customer 1"]]}
+    first = await sweeps.start_sweep(session_factory, app.redis, scope=scope, options=SRV_ONLY)
+    await run_burst(config)
+    # When the same scope is swept again with nothing changed
+    second = await sweeps.start_sweep(session_factory, app.redis, scope=scope, options=SRV_ONLY)
+    await run_burst(config)
+    async with session_factory() as session:
+        sweep = await sweep_repo.get_sweep(session, second)
+    # Then the diff is against the first sweep, and empty
+    assert sweep is not None
+    assert sweep.status == "done"
+    assert sweep.diff is not None
+    assert sweep.diff["previous_sweep_id"] == first
+    assert set(sweep.diff["counts"].values()) == {0}
+
+
+async def test_a_scan_job_run_twice_stores_one_result(
+    ctx: dict[str, object], session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    app = context(ctx)
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"domains": ["d1.sweep.test"]}, options=SRV_ONLY
+    )
+    # Given a discovered sweep (scans queued, not run)
+    queued_scans = await sweeps.discover_sweep(app.runtime, sweep_id)
+    async with session_factory() as session:
+        endpoint_id = (await sweep_repo.sweep_endpoint_ids(session, sweep_id))[0]
+    assert queued_scans == 2
+    # When one endpoint's job runs twice at once, and then once more (a retry)
+    outcomes = await asyncio.gather(
+        sweeps.scan_endpoint(app.runtime, sweep_id, endpoint_id),
+        sweeps.scan_endpoint(app.runtime, sweep_id, endpoint_id),
+    )
+    again = await sweeps.scan_endpoint(app.runtime, sweep_id, endpoint_id)
+    # Then one run stored the result and the others changed nothing
+    assert sorted(outcomes) in (["duplicate", "stored"], ["skipped", "stored"])
+    assert again == "skipped"
+    async with session_factory() as session:
+        result = await get_result(session, sweep_id, endpoint_id)
+        progress = await sweeps.progress(session, sweep_id)
+    assert result is not None
+    assert progress is not None
+    assert progress.done == 1
+
+
+async def test_reconcile_rebuilds_a_lost_queue(
+    ctx: dict[str, object],
+    config: WorkerConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+    fleet: LocalFleet,
+) -> None:
+    app = context(ctx)
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"all": True}, options=SRV_ONLY
+    )
+    await sweeps.discover_sweep(app.runtime, sweep_id)
+    # Given a discovered sweep whose queued scans Redis lost
+    await app.redis.flushdb()
+    assert await queued(app.redis) == set()
+    # When the reconciler runs
+    report = await sweeps.reconcile(app.runtime)
+    # Then every endpoint without a result is queued again, under its own job id …
+    async with session_factory() as session:
+        missing = await sweep_repo.unfinished_endpoints(session, sweep_id)
+    assert report.scans == len(missing) == len(fleet.endpoints)
+    assert await queued(app.redis) == {jobs.scan_job_id(sweep_id, e) for e in missing}
+    # … a second reconciliation queues nothing twice …
+    assert (await sweeps.reconcile(app.runtime)).scans == 0
+    # … and the sweep completes
+    await run_burst(config)
+    await assert_one_result_per_endpoint(session_factory, sweep_id, fleet)
+
+
+async def test_reconcile_restarts_a_sweep_whose_discovery_was_lost(
+    ctx: dict[str, object],
+    config: WorkerConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+    fleet: LocalFleet,
+) -> None:
+    app = context(ctx)
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"all": True}, options=SRV_ONLY
+    )
+    await app.redis.flushdb()  # the discovery job is gone; the sweep waits as pending
+    report = await sweeps.reconcile(app.runtime)
+    assert report.discoveries == 1
+    await run_burst(config)
+    await assert_one_result_per_endpoint(session_factory, sweep_id, fleet)
+
+
+async def test_reconcile_closes_a_complete_sweep_whose_close_was_lost(
+    ctx: dict[str, object], session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    app = context(ctx)
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"domains": ["d2.sweep.test"]}, options=SRV_ONLY
+    )
+    await sweeps.discover_sweep(app.runtime, sweep_id)
+    async with session_factory() as session:
+        endpoint_ids = await sweep_repo.sweep_endpoint_ids(session, sweep_id)
+    for endpoint_id in endpoint_ids:
+        await sweeps.scan_endpoint(app.runtime, sweep_id, endpoint_id)
+    # Given every result stored, and the queued close lost
+    assert jobs.close_job_id(sweep_id) in await queued(app.redis)
+    await app.redis.flushdb()
+    # When the reconciler runs, then it queues the close, which closes the sweep
+    assert (await sweeps.reconcile(app.runtime)).closes == 1
+    assert await sweeps.close(app.runtime, sweep_id)
+    assert not await sweeps.close(app.runtime, sweep_id)  # closing twice is harmless
+    async with session_factory() as session:
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+    assert sweep is not None
+    assert sweep.status == "done"
+
+
+async def test_private_endpoints_are_refused_and_the_sweep_still_finishes(
+    database_url: str,
+    arq_redis_settings: RedisSettings,
+    session_factory: async_sessionmaker[AsyncSession],
+    fleet: LocalFleet,
+) -> None:
+    # Given a worker that may not scan private or loopback addresses (the default)
+    config = _config(database_url, arq_redis_settings, fleet, allow_private_targets=False)
+    await import_inventory(session_factory, fleet.records)
+    redis = await jobs.create_job_pool(arq_redis_settings)
+    try:
+        sweep_id = await sweeps.start_sweep(
+            session_factory, redis, scope={"all": True}, options=SRV_ONLY
+        )
+    finally:
+        await redis.aclose()
+    await run_burst(config)
+    # Then every endpoint is a private_target error, nothing was scanned, and it is done
+    async with session_factory() as session:
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+        results = await sweep_results(session, sweep_id)
+    assert sweep is not None
+    assert sweep.status == "done"
+    assert len(results) == len(fleet.endpoints)
+    assert {r.error_kind for r in results.values()} == {"private_target"}
+    assert fleet.connections() == 0
+
+
+async def test_database_outage_makes_jobs_retry(
+    ctx: dict[str, object], session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    app = context(ctx)
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"domains": ["d3.sweep.test"]}, options=SRV_ONLY
+    )
+    # Given a worker whose database is unreachable (nothing listens there)
+    from fleet.db.session import create_engine, create_sessionmaker
+
+    dead = create_engine("postgresql://nobody@127.0.0.1:1/none", pool_size=1)
+    app.runtime.sessions = create_sessionmaker(dead)
+    ctx.update(job_try=1, job_id="test")
+    try:
+        # Then its jobs ask arq to retry them later, instead of failing
+        with pytest.raises(Retry):
+            await worker_jobs.sweep_discover(ctx, sweep_id)
+        with pytest.raises(Retry):
+            await worker_jobs.sweep_scan_endpoint(ctx, sweep_id, 1)
+    finally:
+        await dead.dispose()
+
+
+async def test_a_result_that_could_not_be_stored_is_not_scanned_again(
+    ctx: dict[str, object], session_factory: async_sessionmaker[AsyncSession], fleet: LocalFleet
+) -> None:
+    app = context(ctx)
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"domains": ["d4.sweep.test"]}, options=SRV_ONLY
+    )
+    await sweeps.discover_sweep(app.runtime, sweep_id)
+    async with session_factory() as session:
+        endpoint_id = (await sweep_repo.sweep_endpoint_ids(session, sweep_id))[0]
+    # Given a scan whose result cannot be stored (the database went away after the
+    # job read its endpoint: the sessions fail from the fourth one on)
+    from fleet.db.session import create_engine, create_sessionmaker
+
+    good = app.runtime.sessions
+    dead = create_engine("postgresql://nobody@127.0.0.1:1/none", pool_size=1)
+    calls = 0
+
+    def flaky() -> AsyncSession:
+        nonlocal calls
+        calls += 1
+        return good() if calls <= 2 else create_sessionmaker(dead)()
+
+    app.runtime.sessions = flaky  # type: ignore[assignment]
+    try:
+        with pytest.raises(sa_errors.OperationalError):
+            await sweeps.scan_endpoint(app.runtime, sweep_id, endpoint_id)
+    finally:
+        app.runtime.sessions = good
+        await dead.dispose()
+    scanned = fleet.connections()
+    assert scanned > 0
+    # When the job is retried with the database back
+    assert await sweeps.scan_endpoint(app.runtime, sweep_id, endpoint_id) == "stored"
+    # Then the kept result was stored without scanning the endpoint again
+    assert fleet.connections() == scanned
+
+
+async def test_the_nightly_sweep_is_not_doubled_while_one_is_open(
+    ctx: dict[str, object],
+) -> None:
+    app = context(ctx)
+    first = await worker_jobs.sweep_nightly(ctx)
+    assert first is not None
+    assert await worker_jobs.sweep_nightly(ctx) is None
+    async with app.runtime.sessions() as session:
+        sweep = await sweep_repo.get_sweep(session, first)
+    assert sweep is not None
+    assert (sweep.kind, sweep.scope) == ("nightly", {"all": True})
+    assert SweepOptions.from_dict(sweep.options) == SRV_ONLY
+
+
+async def test_worker_start_up_queues_a_reconciliation(ctx: dict[str, object]) -> None:
+    app = context(ctx)
+    assert jobs.RECONCILE_JOB_ID in await queued(app.redis)
+    job = next(j for j in await app.redis.queued_jobs() if j.job_id == jobs.RECONCILE_JOB_ID)
+    assert job.function == JobName.RECONCILE
+
+
+def test_sweep_options_round_trip_and_refuse_garbage() -> None:
+    assert SweepOptions.from_dict(SRV_ONLY.to_dict()) == SRV_ONLY
+    assert SweepOptions.from_dict({}) == SweepOptions()
+    for bad in ({"quick": "yes"}, {"deep": True}, {"profile": {"mx": "smtp"}}, {"profile": 1}):
+        with pytest.raises(ValueError):  # noqa: PT011 — the messages differ per field
+            SweepOptions.from_dict(bad)

@@ -1,0 +1,120 @@
+"""The worker's typed context: everything a job needs, built once in ``on_startup``.
+
+arq hands every job a plain ``dict``; the worker keeps a single :class:`WorkerContext`
+in it under ``"app"`` and jobs read it through :func:`context`, so that a job sees
+typed attributes instead of string keys. Nothing is built at import time: the engine,
+the limiter and the scanners are made by :func:`startup` and torn down by
+:func:`shutdown`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fleet import jobs
+from fleet.db.session import create_engine, create_sessionmaker
+from fleet.limiter import RedisLimiter
+from fleet.settings import Settings
+from fleet.sweeps import SweepOptions, SweepRuntime
+from scanner.dns import Resolver
+from scanner.engine import ScanOptions
+from worker.options import WorkerOptions
+
+__all__ = ["WorkerConfig", "WorkerContext", "context", "scan_options", "shutdown", "startup"]
+
+log = logging.getLogger(__name__)
+
+#: Fraction of the job timeout a scan or a discovery may use before it gives up on
+#: its own terms (a stored ``timeout`` result), well before arq cancels the job.
+_DEADLINE_SHARE = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a worker process is started with (resolved settings and service URLs)."""
+
+    settings: Settings
+    database_url: str
+    redis_settings: RedisSettings
+    options: WorkerOptions
+    #: How the nightly sweep scans.
+    nightly: SweepOptions = field(default_factory=SweepOptions)
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """The process-wide objects every job uses."""
+
+    config: WorkerConfig
+    engine: AsyncEngine
+    redis: ArqRedis
+    limiter: RedisLimiter
+    runtime: SweepRuntime
+
+
+def context(ctx: dict[str, Any]) -> WorkerContext:
+    """The typed context inside arq's job context."""
+    app = ctx["app"]
+    assert isinstance(app, WorkerContext), "the worker's on_startup did not run"
+    return app
+
+
+def scan_options(settings: Settings) -> ScanOptions:
+    """The scanner's options from the fleet settings (as ``tlsfleet scan`` builds them)."""
+    return ScanOptions(
+        timeout=settings.timeout,
+        connect_timeout=settings.timeout,
+        greeting_timeout=settings.greeting_timeout,
+        ca_file=str(settings.ca_file) if settings.ca_file else None,
+        ehlo_name=settings.ehlo_name,
+    )
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """arq ``on_startup``: build the engine, limiter and scanners; queue a reconciliation
+    (a worker that starts after a crash or a Redis loss picks up open sweeps)."""
+    config: WorkerConfig = ctx["config"]
+    settings, options = config.settings, config.options
+    redis: ArqRedis = ctx["redis"]
+    engine = create_engine(config.database_url, pool_size=min(options.max_jobs, 20))
+    limiter = RedisLimiter(
+        redis,
+        per_ip=settings.per_ip_limit,
+        global_limit=settings.global_limit,
+        lease_ttl=options.lease_ttl,
+    )
+    resolvers = tuple(settings.resolvers)
+    deadline = options.job_timeout * _DEADLINE_SHARE
+    runtime = SweepRuntime(
+        sessions=create_sessionmaker(engine),
+        redis=redis,
+        scan_options=scan_options(settings),
+        limiter=limiter,
+        new_resolver=lambda: Resolver(resolvers),
+        allow_private=settings.allow_private_targets,
+        scan_deadline=deadline,
+        discovery_deadline=deadline,
+    )
+    ctx["app"] = WorkerContext(
+        config=config, engine=engine, redis=redis, limiter=limiter, runtime=runtime
+    )
+    await jobs.enqueue_reconcile(redis)
+    log.info(
+        "worker ready: %d jobs at once, %d connections per IP fleet-wide, %d per process",
+        options.max_jobs,
+        settings.per_ip_limit,
+        settings.global_limit,
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """arq ``on_shutdown``: hand back limiter slots, close the database pool."""
+    app = ctx.get("app")
+    if isinstance(app, WorkerContext):
+        await app.limiter.aclose()
+        await app.engine.dispose()

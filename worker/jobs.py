@@ -1,0 +1,117 @@
+"""The worker's jobs: ids in, :mod:`fleet.sweeps` does the work, transient failures retry.
+
+Every job is idempotent (see :mod:`fleet.sweeps`), so arq's at-least-once delivery and
+the reconciler's re-enqueueing never change a stored result. A failure of the
+infrastructure — PostgreSQL or Redis unreachable or restarting, the shared limiter
+unavailable — raises arq's :class:`~arq.worker.Retry` with an exponential, jittered
+delay; after ``max_tries`` the job is dropped and the reconciler queues it again once
+the sweep is seen to miss it. Anything else is a bug and fails the job loudly (the
+reconciler still re-queues it, so a sweep never waits on a lost job).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import psycopg
+from arq.worker import Retry
+from redis import exceptions as redis_errors
+from sqlalchemy import exc as sa_errors
+
+from fleet import sweeps
+from fleet.limiter import LimiterUnavailable
+from worker.context import context
+
+__all__ = [
+    "is_transient",
+    "retry_delay",
+    "sweep_close",
+    "sweep_discover",
+    "sweep_nightly",
+    "sweep_reconcile",
+    "sweep_scan_endpoint",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    sa_errors.OperationalError,  # connection refused or lost, server shutting down
+    sa_errors.InterfaceError,  # connection already closed
+    sa_errors.TimeoutError,  # no pooled connection in time
+    psycopg.OperationalError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,  # a restarted Redis loading its data
+    redis_errors.ReadOnlyError,  # a replica during fail-over
+    LimiterUnavailable,
+    ConnectionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures of PostgreSQL, Redis or the limiter that a later try may not meet."""
+    if isinstance(exc, sa_errors.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, _TRANSIENT)
+
+
+def retry_delay(job_try: int, first: float, longest: float) -> float:
+    """Seconds before try ``job_try + 1``: ``first`` doubling per try, at most
+    ``longest``, jittered ±50 % so that workers hit a recovering server in a spread."""
+    base = min(longest, first * 2.0 ** max(job_try - 1, 0))
+    return base * (0.5 + random.random())
+
+
+async def _guarded(ctx: dict[str, Any], work: Awaitable[T]) -> T:
+    try:
+        return await work
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        options = context(ctx).config.options
+        job_try = int(ctx.get("job_try", 1))
+        delay = retry_delay(job_try, options.retry_delay, options.retry_max_delay)
+        log.warning(
+            "job %s try %d: %s: %s; retrying in %.1f s",
+            ctx.get("job_id"),
+            job_try,
+            type(exc).__name__,
+            exc,
+            delay,
+        )
+        raise Retry(defer=delay) from exc
+
+
+async def sweep_discover(ctx: dict[str, Any], sweep_id: int) -> int:
+    """Discover a sweep's domains, store its plan, queue its scans (how many)."""
+    return await _guarded(ctx, sweeps.discover_sweep(context(ctx).runtime, sweep_id))
+
+
+async def sweep_scan_endpoint(ctx: dict[str, Any], sweep_id: int, endpoint_id: int) -> str:
+    """Scan one endpoint for one sweep and store its result once."""
+    return await _guarded(ctx, sweeps.scan_endpoint(context(ctx).runtime, sweep_id, endpoint_id))
+
+
+async def sweep_close(ctx: dict[str, Any], sweep_id: int) -> bool:
+    """Close a sweep whose results are all in and store its diff."""
+    return await _guarded(ctx, sweeps.close(context(ctx).runtime, sweep_id))
+
+
+async def sweep_reconcile(ctx: dict[str, Any]) -> dict[str, int]:
+    """Queue what open sweeps miss; close the complete ones (cron and start-up)."""
+    report = await _guarded(ctx, sweeps.reconcile(context(ctx).runtime))
+    return report.to_dict()
+
+
+async def sweep_nightly(ctx: dict[str, Any]) -> int | None:
+    """Start the scheduled sweep of the whole fleet (cron); its id, or None if the last
+    one is still open."""
+    app = context(ctx)
+    return await _guarded(
+        ctx, sweeps.start_nightly(app.runtime.sessions, app.redis, app.config.nightly)
+    )

@@ -1,0 +1,107 @@
+"""arq's worker settings, built from the fleet's settings when a worker starts.
+
+arq reads its settings from a class whose attributes would be evaluated at import
+time; the fleet's Redis (configured or embedded) is only known once the process has
+started, so :func:`worker_settings` builds the same keyword arguments as a dict, and
+:func:`run_worker` (``tlsfleet worker``) runs them.
+
+Every job function shares one timeout: arq keeps a running job's "in progress" marker
+for the longest timeout of any function plus 10 s, and a killed worker's jobs run
+again only after that marker expires — so no job may have a longer timeout than a scan
+needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq.cron import cron
+from arq.worker import Worker, func
+
+from fleet import jobs
+from fleet.jobs import JobName
+from fleet.runtime import loop_factory
+from worker import jobs as worker_jobs
+from worker.context import WorkerConfig, shutdown, startup
+from worker.schedule import parse_cron, parse_timezone
+
+__all__ = ["RECONCILE_CRON", "create_worker", "run_worker", "worker_settings"]
+
+#: The reconciler's cron entry (named apart from the job the workers enqueue at start-up,
+#: so that arq treats the two separately).
+RECONCILE_CRON = f"cron:{JobName.RECONCILE}"
+
+
+def worker_settings(config: WorkerConfig) -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.worker.Worker`; CronError for a bad schedule."""
+    settings, options = config.settings, config.options
+    nightly = parse_cron(settings.nightly_cron)
+    timezone = parse_timezone(settings.timezone)
+    every = options.reconcile_every
+    reconcile_seconds = set(range(0, 60, every)) if every < 60 else {0}
+
+    def job(coroutine: Any, name: JobName) -> Any:
+        return func(coroutine, name=name, timeout=options.job_timeout, max_tries=options.max_tries)
+
+    return {
+        "functions": [
+            job(worker_jobs.sweep_discover, JobName.DISCOVER),
+            job(worker_jobs.sweep_scan_endpoint, JobName.SCAN),
+            job(worker_jobs.sweep_close, JobName.CLOSE),
+            job(worker_jobs.sweep_reconcile, JobName.RECONCILE),
+        ],
+        "cron_jobs": [
+            cron(
+                worker_jobs.sweep_nightly,
+                name=JobName.NIGHTLY,
+                timeout=options.job_timeout,
+                month=nightly.month,
+                day=nightly.day,
+                weekday=nightly.weekday,
+                hour=nightly.hour,
+                minute=nightly.minute,
+            ),
+            cron(
+                worker_jobs.sweep_reconcile,
+                name=RECONCILE_CRON,
+                second=reconcile_seconds,
+                timeout=options.job_timeout,
+            ),
+        ],
+        "redis_settings": config.redis_settings,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"config": config},
+        "max_jobs": options.max_jobs,
+        "job_timeout": options.job_timeout,
+        "max_tries": options.max_tries,
+        # PostgreSQL holds every result; arq's result keys would only block re-enqueueing.
+        "keep_result": 0,
+        "poll_delay": options.poll_delay,
+        "job_serializer": jobs.serialize,
+        "job_deserializer": jobs.deserialize,
+        "timezone": timezone,
+        "health_check_interval": 60,
+    }
+
+
+def create_worker(config: WorkerConfig, **overrides: Any) -> Worker:
+    """An arq worker for ``config`` (``burst=True``, ``handle_signals=False`` … for tests)."""
+    return Worker(**{**worker_settings(config), **overrides})
+
+
+def run_worker(config: WorkerConfig, *, burst: bool = False) -> None:
+    """Run a worker until SIGINT/SIGTERM (or, with ``burst``, until the queue is empty).
+
+    On uvloop when installed, like the rest of the CLI. A stopped worker's running jobs
+    are cancelled and go back to the queue (arq retries cancelled jobs).
+    """
+    factory = loop_factory()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        create_worker(config, burst=burst).run()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

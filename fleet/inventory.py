@@ -18,6 +18,8 @@ The database side is :mod:`fleet.repositories.inventory`.
 from __future__ import annotations
 
 import csv
+import functools
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -59,6 +61,9 @@ MAX_LOCAL_PART = 64
 MAX_TAG = 64
 MAX_TAGS = 50
 
+#: Names idna would return unchanged (lower-case LDH labels, no "--" at positions 3-4,
+#: which IDNA reserves): checking them by regex keeps 100k-row imports fast.
+_PLAIN_NAME = re.compile(r"(?:(?!..--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*(?!..--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -101,6 +106,8 @@ class RawRow:
     row: int
     values: Mapping[str, Any]
     line: int | None = None
+    #: Set when the row cannot be read as a row at all (not an object, too many cells).
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +185,9 @@ def _read_json(path: Path, text: str) -> list[RawRow]:
     if not isinstance(data, list):
         raise InventoryFileError(f"{path}: a JSON inventory is a list of objects")
     return [
-        RawRow(row=number, values=item if isinstance(item, dict) else {"": item})
+        RawRow(row=number, values=item)
+        if isinstance(item, dict)
+        else RawRow(row=number, values={}, problem="not an object")
         for number, item in enumerate(data, start=1)
     ]
 
@@ -220,10 +229,9 @@ def _read_csv(path: Path, text: str) -> list[RawRow]:
             continue  # blank lines are not rows
         number += 1
         if len(cells) > len(keys):
-            values: dict[str, Any] = {"": cells}
+            rows.append(RawRow(number, {}, line, problem="more cells than columns"))
         else:
-            values = dict(zip(keys, cells, strict=False))
-        rows.append(RawRow(row=number, values=values, line=line))
+            rows.append(RawRow(number, dict(zip(keys, cells, strict=False)), line))
     return rows
 
 
@@ -260,6 +268,26 @@ def _name(values: Mapping[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
+def _domain_name(name: str) -> str:
+    """:func:`scanner.discovery.normalise_domain`, with a fast path for names that are
+    plainly valid already (idna takes ~50 µs a name)."""
+    text = name.strip().lower()
+    if text.endswith("."):
+        text = text[:-1]
+    if len(text) <= 253 and _PLAIN_NAME.fullmatch(text):
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return text
+    return normalise_domain(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mail_domain(name: str) -> str:
+    # Few distinct domains in a file's e-mail addresses: cache them.
+    return normalise_hostname(name)
+
+
 def validate_email(address: str) -> str:
     """A syntactically valid e-mail address, lower-cased, with an A-label domain part;
     raises ValueError saying what is wrong."""
@@ -271,7 +299,7 @@ def validate_email(address: str) -> str:
     if local.startswith(".") or local.endswith(".") or ".." in local:
         raise ValueError(f"{address!r}: invalid dots in the local part")
     try:
-        ascii_domain = normalise_hostname(domain)
+        ascii_domain = _mail_domain(domain)
     except TargetError as exc:
         raise ValueError(f"{address!r}: {exc.message}") from None
     if "." not in ascii_domain:
@@ -307,17 +335,13 @@ def parse_tags(value: Any) -> tuple[str, ...]:
 
 
 def _record(values: Mapping[str, Any]) -> InventoryRecord:
-    if "" in values:
-        raise _Invalid(
-            "not an object" if not isinstance(values[""], list) else "more cells than columns"
-        )
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise _Invalid(f"unknown field(s) {', '.join(unknown)}")
     raw_domain = _text(values, "domain", required=True)
     assert raw_domain is not None
     try:
-        domain = normalise_domain(raw_domain)
+        domain = _domain_name(raw_domain)
     except TargetError as exc:
         raise _Invalid(f"domain: {exc.message}") from None
     customer = _name(values, "customer", required=True)
@@ -354,6 +378,8 @@ def validate_rows(rows: Iterable[RawRow]) -> Validated:
     customer_manager: dict[str, tuple[str, int]] = {}
     for raw in rows:
         try:
+            if raw.problem is not None:
+                raise _Invalid(raw.problem)
             record = _record(raw.values)
             first = seen_domain.get(record.domain)
             if first is not None:

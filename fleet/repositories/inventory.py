@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, tuple_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.db.models import AccountManager, Customer, Domain
 from fleet.inventory import InventoryRecord
+from fleet.repositories._sql import any_int, any_text, table_of
 
 __all__ = [
     "DomainRef",
@@ -68,6 +69,46 @@ async def upsert_inventory(
     return counts
 
 
+def _upserts() -> tuple[Insert, Insert, Insert]:
+    """The three upserts of an import, built once (each runs as one executemany)."""
+    managers = table_of(AccountManager)
+    manager = insert(managers)
+    manager = manager.on_conflict_do_update(
+        index_elements=[managers.c.email],
+        set_={"name": manager.excluded.name},
+        where=managers.c.name.is_distinct_from(manager.excluded.name),
+    )
+    customers = table_of(Customer)
+    customer = insert(customers)
+    # A record without a manager leaves the customer's as it is.
+    new_manager = func.coalesce(
+        customer.excluded.account_manager_id, customers.c.account_manager_id
+    )
+    customer = customer.on_conflict_do_update(
+        index_elements=[customers.c.name],
+        set_={"account_manager_id": new_manager},
+        where=customers.c.account_manager_id.is_distinct_from(new_manager),
+    )
+    domains = table_of(Domain)
+    domain = insert(domains)
+    domain = domain.on_conflict_do_update(
+        index_elements=[domains.c.name],
+        set_={
+            "customer_id": domain.excluded.customer_id,
+            "tags": domain.excluded.tags,
+            "active": True,
+            "updated_at": func.now(),
+        },
+        where=tuple_(domains.c.customer_id, domains.c.tags, domains.c.active).is_distinct_from(
+            tuple_(domain.excluded.customer_id, domain.excluded.tags, True)
+        ),
+    )
+    return manager, customer, domain
+
+
+_UPSERT_MANAGER, _UPSERT_CUSTOMER, _UPSERT_DOMAIN = _upserts()
+
+
 async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord]) -> UpsertCounts:
     counts = UpsertCounts()
     before = await _current_state(session, [r.domain for r in batch])
@@ -79,18 +120,13 @@ async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord])
     }
     manager_ids: dict[str, int] = {}
     if managers:
-        stmt = insert(AccountManager).values(
-            [{"email": email, "name": name} for email, name in sorted(managers.items())]
+        await session.execute(
+            _UPSERT_MANAGER,
+            [{"email": email, "name": name} for email, name in sorted(managers.items())],
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[AccountManager.email],
-            set_={"name": stmt.excluded.name},
-            where=AccountManager.name.is_distinct_from(stmt.excluded.name),
-        )
-        await session.execute(stmt)
         rows = await session.execute(
             select(AccountManager.email, AccountManager.id).where(
-                AccountManager.email.in_(list(managers))
+                any_text(AccountManager.email, managers)
             )
         )
         manager_ids = dict(rows.all())
@@ -104,40 +140,22 @@ async def _upsert_batch(session: AsyncSession, batch: Sequence[InventoryRecord])
         )
         if customer_manager.get(record.customer) is None:
             customer_manager[record.customer] = manager
-    stmt_c = insert(Customer).values(
-        [{"name": name, "account_manager_id": am} for name, am in sorted(customer_manager.items())]
+    await session.execute(
+        _UPSERT_CUSTOMER,
+        [{"name": name, "account_manager_id": am} for name, am in sorted(customer_manager.items())],
     )
-    new_manager = func.coalesce(stmt_c.excluded.account_manager_id, Customer.account_manager_id)
-    stmt_c = stmt_c.on_conflict_do_update(
-        index_elements=[Customer.name],
-        set_={"account_manager_id": new_manager},
-        where=Customer.account_manager_id.is_distinct_from(new_manager),
-    )
-    await session.execute(stmt_c)
     rows_c = await session.execute(
-        select(Customer.name, Customer.id).where(Customer.name.in_(list(customer_manager)))
+        select(Customer.name, Customer.id).where(any_text(Customer.name, customer_manager))
     )
     customer_ids = dict(rows_c.all())
 
-    stmt_d = insert(Domain).values(
+    await session.execute(
+        _UPSERT_DOMAIN,
         [
             {"name": r.domain, "customer_id": customer_ids[r.customer], "tags": list(r.tags)}
             for r in sorted(batch, key=lambda r: r.domain)
-        ]
+        ],
     )
-    stmt_d = stmt_d.on_conflict_do_update(
-        index_elements=[Domain.name],
-        set_={
-            "customer_id": stmt_d.excluded.customer_id,
-            "tags": stmt_d.excluded.tags,
-            "active": True,
-            "updated_at": func.now(),
-        },
-        where=tuple_(Domain.customer_id, Domain.tags, Domain.active).is_distinct_from(
-            tuple_(stmt_d.excluded.customer_id, stmt_d.excluded.tags, True)
-        ),
-    )
-    await session.execute(stmt_d)
 
     # Compare what each domain looked like before and after: exact, one more query.
     after = await _current_state(session, [r.domain for r in batch])
@@ -167,7 +185,7 @@ async def _current_state(session: AsyncSession, names: Sequence[str]) -> dict[st
         )
         .join(Customer, Customer.id == Domain.customer_id)
         .outerjoin(AccountManager, AccountManager.id == Customer.account_manager_id)
-        .where(Domain.name.in_(list(names)))
+        .where(any_text(Domain.name, names))
     )
     return {
         domain: (customer, tuple(tags), active, email, manager)
@@ -239,8 +257,8 @@ async def domains_in_scope(session: AsyncSession, scope: Mapping[str, Any]) -> l
     checked = validate_scope(scope)
     stmt = select(Domain.id, Domain.name, Domain.customer_id).where(Domain.active)
     if "customers" in checked:
-        stmt = stmt.where(Domain.customer_id.in_(checked["customers"]))
+        stmt = stmt.where(any_int(Domain.customer_id, checked["customers"]))
     elif "domains" in checked:
-        stmt = stmt.where(Domain.name.in_(checked["domains"]))
+        stmt = stmt.where(any_text(Domain.name, checked["domains"]))
     rows = await session.execute(stmt.order_by(Domain.name))
     return [DomainRef(id_, name, customer) for id_, name, customer in rows]

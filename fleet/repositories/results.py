@@ -13,8 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from fleet.db.models import ScanCertificate, ScanResult
+from fleet.repositories._sql import any_int, table_of
 from scanner.models import PROTOCOLS, CertificateInfo, EndpointResult
 
 __all__ = [
@@ -35,8 +37,6 @@ PROTOCOL_COLUMNS: dict[str, tuple[str, int]] = {
         zip(PROTOCOLS, ("ssl2", "ssl3", "tls10", "tls11", "tls12", "tls13"), strict=True)
     )
 }
-
-_BATCH = 1000
 
 Document = Mapping[str, Any]
 #: A result as the scanner returns it, or its document (``EndpointResult.to_dict()``).
@@ -105,12 +105,33 @@ def result_columns(document: Document) -> dict[str, Any]:
 
 def _row(sweep_id: int, endpoint_id: int, result: EndpointResult | Document) -> dict[str, Any]:
     document = _document(result)
-    return {
-        "sweep_id": sweep_id,
-        "endpoint_id": endpoint_id,
-        "document": document,
-        **result_columns(document),
-    }
+    columns = result_columns(document)
+    # Every row carries every column, so that one cached statement serves them all.
+    columns.setdefault("scanned_at", dt.datetime.now(dt.UTC))
+    return {"sweep_id": sweep_id, "endpoint_id": endpoint_id, "document": document, **columns}
+
+
+def _insert_result() -> ReturningInsert[int]:
+    table = table_of(ScanResult)
+    return (
+        insert(table)
+        .on_conflict_do_nothing(constraint="uq_scan_results_sweep_endpoint")
+        .returning(table.c.endpoint_id)
+    )
+
+
+def _insert_certificate() -> ReturningInsert[str]:
+    table = table_of(ScanCertificate)
+    return (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["sweep_id", "endpoint_id", "sni"])
+        .returning(table.c.sni)
+    )
+
+
+# Built once: ON CONFLICT DO NOTHING RETURNING reports only the rows stored anew.
+_INSERT_RESULT = _insert_result()
+_INSERT_CERTIFICATE = _insert_certificate()
 
 
 async def record_result(
@@ -123,15 +144,10 @@ async def record_result(
 
     ``INSERT … ON CONFLICT (sweep_id, endpoint_id) DO NOTHING``: the first result
     stored wins and a retried job changes nothing, so results are exactly-once however
-    often a job runs.
+    often a job runs. ``scanned_at`` comes from the document (now if it has none).
     """
-    stmt = (
-        insert(ScanResult)
-        .values(_row(sweep_id, endpoint_id, result))
-        .on_conflict_do_nothing(constraint="uq_scan_results_sweep_endpoint")
-        .returning(ScanResult.id)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    stored = await session.execute(_INSERT_RESULT, _row(sweep_id, endpoint_id, result))
+    return stored.scalar_one_or_none() is not None
 
 
 async def record_results(
@@ -141,24 +157,10 @@ async def record_results(
 ) -> set[int]:
     """:func:`record_result` in bulk (``{endpoint_id: result}``); the ids stored anew."""
     pairs = dict(results.items() if isinstance(results, Mapping) else results)
-    items = sorted(pairs.items())
-    new: set[int] = set()
-    # Rows in one statement must stay under PostgreSQL's 65,535 bind parameters.
-    for start in range(0, len(items), _BATCH):
-        rows = [_row(sweep_id, eid, result) for eid, result in items[start : start + _BATCH]]
-        # Rows without a timestamp would otherwise lack the key: give every row one.
-        if any("scanned_at" in row for row in rows) and not all("scanned_at" in r for r in rows):
-            now = dt.datetime.now(dt.UTC)
-            for row in rows:
-                row.setdefault("scanned_at", now)
-        stmt = (
-            insert(ScanResult)
-            .values(rows)
-            .on_conflict_do_nothing(constraint="uq_scan_results_sweep_endpoint")
-            .returning(ScanResult.endpoint_id)
-        )
-        new.update((await session.scalars(stmt)).all())
-    return new
+    if not pairs:
+        return set()
+    rows = [_row(sweep_id, eid, result) for eid, result in sorted(pairs.items())]
+    return {row[0] for row in await session.execute(_INSERT_RESULT, rows)}
 
 
 async def record_certificates(
@@ -187,13 +189,7 @@ async def record_certificates(
         }
         for sni, cert in sorted(certificates.items())
     ]
-    stmt = (
-        insert(ScanCertificate)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["sweep_id", "endpoint_id", "sni"])
-        .returning(ScanCertificate.sni)
-    )
-    return len((await session.scalars(stmt)).all())
+    return len((await session.scalars(_INSERT_CERTIFICATE, rows)).all())
 
 
 async def get_result(session: AsyncSession, sweep_id: int, endpoint_id: int) -> ScanResult | None:
@@ -211,7 +207,7 @@ async def sweep_results(
     """The results stored for a sweep, by endpoint id (optionally only some endpoints)."""
     stmt = select(ScanResult).where(ScanResult.sweep_id == sweep_id)
     if endpoint_ids is not None:
-        stmt = stmt.where(ScanResult.endpoint_id.in_(list(endpoint_ids)))
+        stmt = stmt.where(any_int(ScanResult.endpoint_id, endpoint_ids))
     return {result.endpoint_id: result for result in await session.scalars(stmt)}
 
 
@@ -225,6 +221,6 @@ async def latest_results(
     """
     stmt = select(ScanResult).ext(distinct_on(ScanResult.endpoint_id))
     if endpoint_ids is not None:
-        stmt = stmt.where(ScanResult.endpoint_id.in_(list(endpoint_ids)))
+        stmt = stmt.where(any_int(ScanResult.endpoint_id, endpoint_ids))
     stmt = stmt.order_by(ScanResult.endpoint_id, ScanResult.scanned_at.desc(), ScanResult.id.desc())
     return {result.endpoint_id: result for result in await session.scalars(stmt)}

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import case, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.db.models import SWEEP_STATUSES, DomainEndpoint, ScanResult, Sweep, SweepDomain
+from fleet.repositories._sql import table_of
 from fleet.repositories.diff import SweepDiff, sweep_diff
 from fleet.repositories.endpoints import ensure_endpoints
 from fleet.repositories.inventory import validate_scope
@@ -57,8 +58,6 @@ SweepStatus = Literal[
 OPEN_STATUSES: tuple[str, ...] = ("pending", "discovering", "scanning", "closing")
 #: Statuses a sweep never leaves.
 FINAL_STATUSES: tuple[str, ...] = ("done", "cancelled", "failed")
-
-_BATCH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +199,20 @@ def _rejected_result(target: Target, reason: str) -> EndpointResult:
     )
 
 
+def _inserts() -> tuple[Insert, Insert]:
+    """The discovery's bulk inserts, built once (each runs as one executemany)."""
+    sweep_domain = insert(table_of(SweepDomain)).on_conflict_do_nothing(
+        index_elements=["sweep_id", "domain_id"]
+    )
+    domain_endpoint = insert(table_of(DomainEndpoint)).on_conflict_do_nothing(
+        constraint="uq_domain_endpoints_use"
+    )
+    return sweep_domain, domain_endpoint
+
+
+_INSERT_SWEEP_DOMAIN, _INSERT_DOMAIN_ENDPOINT = _inserts()
+
+
 async def record_discovery(
     session: AsyncSession,
     sweep_id: int,
@@ -219,22 +232,18 @@ async def record_discovery(
     missing = [d.domain for d in discoveries if d.domain not in domain_ids]
     if missing:
         raise KeyError(f"no domain id for {', '.join(missing[:5])}")
-    for start in range(0, len(discoveries), _BATCH):
-        chunk = discoveries[start : start + _BATCH]
+    if discoveries:
         await session.execute(
-            insert(SweepDomain)
-            .values(
-                [
-                    {
-                        "sweep_id": sweep_id,
-                        "domain_id": domain_ids[d.domain],
-                        "status": d.status,
-                        "discovery": d.to_dict(),
-                    }
-                    for d in chunk
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["sweep_id", "domain_id"])
+            _INSERT_SWEEP_DOMAIN,
+            [
+                {
+                    "sweep_id": sweep_id,
+                    "domain_id": domain_ids[d.domain],
+                    "status": d.status,
+                    "discovery": d.to_dict(),
+                }
+                for d in sorted(discoveries, key=lambda d: domain_ids[d.domain])
+            ],
         )
 
     hosts: dict[EndpointKey, str] = {}
@@ -258,22 +267,19 @@ async def record_discovery(
             for use in plan.uses(key)
         }
     )
-    for start in range(0, len(uses), _BATCH):
+    if uses:
         await session.execute(
-            insert(DomainEndpoint)
-            .values(
-                [
-                    {
-                        "sweep_id": sweep_id,
-                        "domain_id": domain_id,
-                        "endpoint_id": endpoint_id,
-                        "host": host,
-                        "how": how,
-                    }
-                    for domain_id, endpoint_id, host, how in uses[start : start + _BATCH]
-                ]
-            )
-            .on_conflict_do_nothing(constraint="uq_domain_endpoints_use")
+            _INSERT_DOMAIN_ENDPOINT,
+            [
+                {
+                    "sweep_id": sweep_id,
+                    "domain_id": domain_id,
+                    "endpoint_id": endpoint_id,
+                    "host": host,
+                    "how": how,
+                }
+                for domain_id, endpoint_id, host, how in uses
+            ],
         )
 
     if rejected_targets:

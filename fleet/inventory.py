@@ -63,7 +63,8 @@ MAX_TAGS = 50
 
 #: Names idna would return unchanged (lower-case LDH labels, no "--" at positions 3-4,
 #: which IDNA reserves): checking them by regex keeps 100k-row imports fast.
-_PLAIN_NAME = re.compile(r"(?:(?!..--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*(?!..--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL = r"(?!..--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PLAIN_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

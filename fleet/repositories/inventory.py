@@ -61,7 +61,7 @@ async def upsert_inventory(
     name, domains by name (customer and tags are replaced; an inactive domain becomes
     active again). A record without an account manager leaves its customer's as it is.
     Nothing is deleted. Records must be unique by domain (:func:`fleet.inventory.
-    validate_rows` guarantees it). Five statements per batch of ``batch_size``.
+    validate_rows` guarantees it). Seven statements per batch of ``batch_size``, whatever its size.
     """
     counts = UpsertCounts()
     for start in range(0, len(records), batch_size):

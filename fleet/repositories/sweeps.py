@@ -155,6 +155,8 @@ async def set_sweep_status(
 
     ``started_at`` is set on the first move to ``discovering`` or ``scanning``,
     ``finished_at`` on a move to a final status; ``error`` is stored when given.
+    A ``Sweep`` already loaded in the session is not refreshed: reload it with
+    :func:`get_sweep`.
     """
     if status not in SWEEP_STATUSES:
         raise ValueError(f"unknown sweep status {status!r}")

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -25,6 +25,8 @@ from fleet.runtime import run
 from fleet.settings import load_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
     from fleet.embedded import ResolvedServices
     from fleet.repositories.inventory import UpsertCounts
 
@@ -186,6 +188,331 @@ async def _export_inventory(
         writer.close()
         sys.stdout.flush()
         await engine.dispose()
+
+
+# -- the worker and sweeps -------------------------------------------------------------------
+
+sweep_app = typer.Typer(
+    help="Sweeps: scan the fleet, or some domains or customers, on the workers.",
+    no_args_is_help=True,
+)
+app.add_typer(sweep_app, name="sweep")
+
+
+def _settings_error(exc: Exception) -> typer.Exit:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = [
+            f"TLSFLEET_WORKER_{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        ]
+        return fail("; ".join(problems))
+    return fail(str(exc))
+
+
+@app.command()
+def worker(
+    burst: Annotated[bool, typer.Option(help="exit once the queue is empty")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """Run a worker: sweep discovery, endpoint scans, closing, the reconciler and the
+    nightly sweep (TLSFLEET_NIGHTLY_CRON in TLSFLEET_TIMEZONE).
+
+    Uses TLSFLEET_DATABASE_URL and TLSFLEET_REDIS_URL, or the embedded services. Run as
+    many as you like, on any machines: they share the queue and the per-IP limit. Stop
+    with Ctrl-C or SIGTERM (running jobs go back to the queue). Tuning: the
+    TLSFLEET_WORKER_* variables (docs/sweeps.md).
+    """
+    import logging.config
+
+    from arq.logs import default_log_config
+    from pydantic import ValidationError
+
+    from fleet.embedded import services
+    from worker.context import WorkerConfig
+    from worker.options import WorkerOptions
+    from worker.schedule import CronError, parse_cron, parse_timezone
+    from worker.settings import run_worker
+
+    settings = load_settings()
+    try:
+        options = WorkerOptions()
+        parse_cron(settings.nightly_cron)
+        parse_timezone(settings.timezone)
+    except (ValidationError, CronError) as exc:
+        raise _settings_error(exc) from None
+    log_config = default_log_config(verbose)
+    for name in ("fleet", "worker"):
+        log_config["loggers"][name] = dict(log_config["loggers"]["arq"])
+    logging.config.dictConfig(log_config)
+    with services(settings) as resolved:
+        _ready_database(resolved)
+        config = WorkerConfig(
+            settings=settings,
+            database_url=resolved.database_url,
+            redis_settings=resolved.arq_settings,
+            options=options,
+        )
+        run_worker(config, burst=burst)
+
+
+@sweep_app.command("start")
+def sweep_start(
+    domain: Annotated[
+        list[str] | None, typer.Option("--domain", "-d", help="a domain to sweep; repeatable")
+    ] = None,
+    customer: Annotated[
+        list[str] | None,
+        typer.Option("--customer", "-c", help="a customer (by name) to sweep; repeatable"),
+    ] = None,
+    all_domains: Annotated[bool, typer.Option("--all", help="every active domain")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="versions, suites and STARTTLS facts only (no certificates)")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option(help="follow the sweep's progress until it is finished")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Start a sweep of some domains, some customers' domains, or the whole fleet.
+
+    The sweep is queued for the workers (`tlsfleet worker`) and its id printed. Exit
+    status: 0 started (with --wait: finished), 1 with --wait: the sweep did not finish
+    as done, 2 bad input (unknown domain or customer, no scope or two).
+    """
+    from scanner.discovery import normalise_domain
+    from scanner.errors import TargetError
+
+    chosen = [bool(domain), bool(customer), all_domains]
+    if sum(chosen) != 1:
+        raise fail("name the sweep's scope: --domain …, --customer … or --all (one of them)")
+    names: list[str] = []
+    for raw in domain or ():
+        try:
+            names.append(normalise_domain(raw))
+        except TargetError as exc:
+            raise fail(exc.message) from None
+    from fleet.embedded import services
+
+    settings = load_settings()
+    with services(settings) as resolved:
+        _ready_database(resolved)
+        code = run(
+            _sweep_start(
+                resolved,
+                names=names,
+                customers=list(customer or ()),
+                quick=quick,
+                wait=wait,
+                json_out=json_out,
+            )
+        )
+    raise typer.Exit(code)
+
+
+async def _sweep_start(
+    resolved: ResolvedServices,
+    *,
+    names: list[str],
+    customers: list[str],
+    quick: bool,
+    wait: bool,
+    json_out: bool,
+) -> int:
+    from fleet import sweeps
+    from fleet.db.session import create_engine, create_sessionmaker
+    from fleet.jobs import create_job_pool
+    from fleet.repositories.sweep_jobs import customer_ids, known_domains
+
+    engine = create_engine(resolved.database_url, pool_size=2)
+    sessions = create_sessionmaker(engine)
+    try:
+        scope: dict[str, Any] = {"all": True}
+        async with sessions() as session:
+            if names:
+                unknown = sorted(set(names) - await known_domains(session, names))
+                if unknown:
+                    error_line(f"not in the inventory (or inactive): {', '.join(unknown)}")
+                    return 2
+                scope = {"domains": names}
+            elif customers:
+                ids = await customer_ids(session, customers)
+                unknown = sorted(set(customers) - set(ids))
+                if unknown:
+                    error_line(f"no such customer: {', '.join(unknown)}")
+                    return 2
+                scope = {"customers": sorted(ids.values())}
+        redis = await create_job_pool(resolved.arq_settings)
+        try:
+            sweep_id = await sweeps.start_sweep(
+                sessions, redis, scope=scope, options=sweeps.SweepOptions(quick=quick)
+            )
+        finally:
+            await redis.aclose()
+        if not wait:
+            if json_out:
+                sys.stdout.write(json.dumps({"sweep_id": sweep_id, "scope": scope}) + "\n")
+            else:
+                sys.stdout.write(f"sweep {sweep_id} queued\n")
+            return 0
+        err.print(f"sweep {sweep_id} queued; waiting for the workers…", highlight=False)
+        status = await _follow(sessions, sweep_id)
+        await _print_status(sessions, sweep_id, json_out=json_out)
+        return 0 if status == "done" else 1
+    finally:
+        await engine.dispose()
+
+
+async def _follow(sessions: async_sessionmaker[AsyncSession], sweep_id: int) -> str:
+    """Show a sweep's progress on standard error until it is final; its last status."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from fleet import sweeps
+    from fleet.repositories.sweeps import FINAL_STATUSES
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "{task.fields[extra]}",
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task(f"sweep {sweep_id}", total=None, extra="")
+        while True:
+            async with sessions() as session:
+                progress = await sweeps.progress(session, sweep_id)
+            if progress is None:
+                return "gone"
+            extra = f"{progress.failed} failed"
+            if progress.rate:
+                extra += f" · {progress.rate:.1f}/s"
+            if progress.eta_seconds is not None and progress.status == "scanning":
+                extra += f" · ETA {progress.eta_seconds:.0f} s"
+            bar.update(
+                task,
+                description=f"sweep {sweep_id} {progress.status}",
+                total=progress.total or None,
+                completed=progress.done,
+                extra=extra,
+            )
+            if progress.status in FINAL_STATUSES:
+                return progress.status
+            await asyncio.sleep(0.5)
+
+
+async def _print_status(
+    sessions: async_sessionmaker[AsyncSession], sweep_id: int, *, json_out: bool
+) -> bool:
+    from fleet import sweeps
+    from fleet.repositories.sweeps import get_sweep
+
+    async with sessions() as session:
+        sweep = await get_sweep(session, sweep_id)
+        progress = await sweeps.progress(session, sweep_id)
+    if sweep is None or progress is None:
+        error_line(f"no sweep {sweep_id}")
+        return False
+    counts = (sweep.diff or {}).get("counts")
+    if json_out:
+        document = {
+            **progress.to_dict(),
+            "kind": sweep.kind,
+            "scope": sweep.scope,
+            "options": sweep.options,
+            "error": sweep.error,
+            "diff": counts,
+        }
+        sys.stdout.write(json.dumps(document) + "\n")
+        return True
+    lines = [
+        f"sweep {sweep_id} ({sweep.kind}, {json.dumps(sweep.scope)}): {progress.status}",
+        f"  endpoints: {progress.done} of {progress.total} done, {progress.failed} failed, "
+        f"{progress.remaining} to go",
+    ]
+    timing = []
+    if progress.rate:
+        timing.append(f"{progress.rate:.1f} results/s")
+    if progress.eta_seconds is not None and progress.remaining:
+        timing.append(f"ETA {progress.eta_seconds:.0f} s")
+    if progress.elapsed_seconds is not None:
+        timing.append(f"{progress.elapsed_seconds:.0f} s elapsed")
+    if timing:
+        lines.append("  " + " · ".join(timing))
+    if counts:
+        lines.append(
+            "  diff: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
+        )
+    if sweep.error:
+        lines.append(f"  error: {sweep.error}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return True
+
+
+@sweep_app.command("status")
+def sweep_status(
+    sweep_id: Annotated[int, typer.Argument(help="the sweep's id")],
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """A sweep's progress: total, done, failed, rate, ETA; its diff once closed."""
+    from fleet.embedded import services
+
+    settings = load_settings()
+    with services(settings) as resolved:
+        _ready_database(resolved)
+        found = run(_sweep_status(resolved.database_url, sweep_id, json_out=json_out))
+    raise typer.Exit(0 if found else 2)
+
+
+async def _sweep_status(database_url: str, sweep_id: int, *, json_out: bool) -> bool:
+    from fleet.db.session import create_engine, create_sessionmaker
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        return await _print_status(create_sessionmaker(engine), sweep_id, json_out=json_out)
+    finally:
+        await engine.dispose()
+
+
+@sweep_app.command("list")
+def sweep_list(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="how many, newest first")] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines, one sweep each")] = False,
+) -> None:
+    """The latest sweeps with their status and counts."""
+    from fleet.embedded import services
+
+    settings = load_settings()
+    with services(settings) as resolved:
+        _ready_database(resolved)
+        run(_sweep_list(resolved.database_url, limit, json_out=json_out))
+
+
+async def _sweep_list(database_url: str, limit: int, *, json_out: bool) -> None:
+    from fleet.db.session import create_engine, create_sessionmaker
+    from fleet.repositories.sweep_jobs import list_sweeps
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            summaries = await list_sweeps(session, limit=limit)
+    finally:
+        await engine.dispose()
+    if json_out:
+        for summary in summaries:
+            sys.stdout.write(json.dumps(summary.to_dict()) + "\n")
+        return
+    sys.stdout.write(f"{'id':>6}  {'kind':<7} {'status':<11} {'done':>13} {'failed':>6}  created\n")
+    for s in summaries:
+        done = f"{s.done}/{s.total}"
+        created = s.created_at.strftime("%Y-%m-%d %H:%M")
+        sys.stdout.write(
+            f"{s.id:>6}  {s.kind:<7} {s.status:<11} {done:>13} {s.failed:>6}  {created}\n"
+        )
 
 
 def main() -> None:

@@ -151,8 +151,8 @@ class SweepRuntime:
     limiter: ConnectionLimiter
     new_resolver: Callable[[], Resolver]
     allow_private: bool = False
-    scan_deadline: float = 540.0
-    discovery_deadline: float = 540.0
+    scan_deadline: float = 240.0
+    discovery_deadline: float = 240.0
     _scanners: dict[bool, Scanner] = field(default_factory=dict, repr=False)
 
     def scanner(self, quick: bool) -> Scanner:
@@ -329,13 +329,12 @@ async def scan_endpoint(rt: SweepRuntime, sweep_id: int, endpoint_id: int) -> Sc
         sweep = await sweep_repo.get_sweep(session, sweep_id)
         if sweep is None or sweep.status in sweep_repo.FINAL_STATUSES:
             return "skipped"
-        stored = await sweep_progress(session, sweep_id)
-        already = await _has_result(session, sweep_id, endpoint_id)
+        if await _has_result(session, sweep_id, endpoint_id):
+            # A retry of a job whose result is in: only the close may still be missing.
+            await _maybe_close(rt, sweep_id, await sweep_progress(session, sweep_id))
+            return "skipped"
         names = await sweep_repo.endpoint_host_names(session, sweep_id, endpoint_id)
         options = SweepOptions.from_dict(sweep.options)
-    if already:
-        await _maybe_close(rt, sweep_id, stored)
-        return "skipped"
 
     stash = _stash_key(sweep_id, endpoint_id)
     stashed = await rt.redis.get(stash)
@@ -348,15 +347,17 @@ async def scan_endpoint(rt: SweepRuntime, sweep_id: int, endpoint_id: int) -> Sc
             rt, rt.scanner(options.quick), names, sweep_id, endpoint_id
         )
 
+    committed = False
     try:
         async with rt.sessions() as session:
             new = await record_result(session, sweep_id, endpoint_id, result)
             if new and certificates:
                 await record_certificates(session, sweep_id, endpoint_id, dict(certificates))
             await session.commit()
+            committed = True
             after = await sweep_progress(session, sweep_id)
     except Exception:
-        if stashed is None:
+        if not committed and stashed is None:
             await _stash(rt, stash, result, certificates)
         raise
     if stashed is not None:

@@ -19,7 +19,7 @@ class WorkerOptions(BaseSettings):
 
     max_jobs: int = Field(default=20, ge=1, le=1000, description="jobs run at once")
     job_timeout: float = Field(
-        default=600.0,
+        default=300.0,
         ge=5,
         le=86400,
         description="seconds a job may run; a killed worker's jobs run again this much "

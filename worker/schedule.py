@@ -38,16 +38,6 @@ class CronSpec:
     #: Python's numbering: Monday = 0 … Sunday = 6.
     weekday: set[int] | None = None
 
-    def kwargs(self) -> dict[str, set[int] | None]:
-        """The keyword arguments for :func:`arq.cron.cron`."""
-        return {
-            "minute": self.minute,
-            "hour": self.hour,
-            "day": self.day,
-            "month": self.month,
-            "weekday": self.weekday,
-        }
-
 
 def _value(text: str, name: str, low: int, high: int, names: tuple[str, ...] | None) -> int:
     lowered = text.lower()

@@ -1,5 +1,6 @@
 """Queries the sweep commands need beyond :mod:`fleet.repositories.sweeps`: naming a
-sweep's scope from the command line, and listing sweeps with their counts."""
+sweep's scope from the command line, listing sweeps with their counts, and reading
+the extra certificates a sweep stored."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.db.models import Customer, Domain, ScanResult, Sweep
+from fleet.db.models import Customer, Domain, ScanCertificate, ScanResult, Sweep
 
-__all__ = ["SweepSummary", "customer_ids", "known_domains", "list_sweeps"]
+__all__ = [
+    "SweepSummary",
+    "customer_ids",
+    "known_domains",
+    "list_sweeps",
+    "sweep_certificates",
+]
 
 
 async def customer_ids(session: AsyncSession, names: Collection[str]) -> dict[str, int]:
@@ -92,3 +99,16 @@ async def list_sweeps(session: AsyncSession, *, limit: int = 20) -> list[SweepSu
         .order_by(latest.c.id.desc())
     )
     return [SweepSummary(*row) for row in rows]
+
+
+async def sweep_certificates(
+    session: AsyncSession, sweep_id: int, endpoint_id: int
+) -> dict[str, dict[str, Any] | None]:
+    """The certificates stored for an endpoint's further SNI names in a sweep, by name
+    (None: no handshake succeeded under that name)."""
+    rows = await session.execute(
+        select(ScanCertificate.sni, ScanCertificate.certificate).where(
+            ScanCertificate.sweep_id == sweep_id, ScanCertificate.endpoint_id == endpoint_id
+        )
+    )
+    return {row.sni: row.certificate for row in rows}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 from arq.connections import ArqRedis, RedisSettings
@@ -18,12 +19,15 @@ from sqlalchemy import exc as sa_errors
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet import jobs, sweeps
+from fleet.inventory import InventoryRecord
 from fleet.jobs import JobName
 from fleet.repositories import sweeps as sweep_repo
 from fleet.repositories.results import get_result, sweep_results
-from fleet.repositories.sweep_jobs import customer_ids
+from fleet.repositories.sweep_jobs import customer_ids, sweep_certificates
 from fleet.settings import Settings
 from fleet.sweeps import SweepOptions
+from tests.integration.dnsserver import DnsServer
+from tests.integration.servers import Pki, SmtpServer, TlsProfile, running
 from tests.integration.test_sweep_harness import (
     SRV_ONLY,
     LocalFleet,
@@ -377,3 +381,61 @@ def test_sweep_options_round_trip_and_refuse_garbage() -> None:
     for bad in ({"quick": "yes"}, {"deep": True}, {"profile": {"mx": "smtp"}}, {"profile": 1}):
         with pytest.raises(ValueError):  # noqa: PT011 — the messages differ per field
             SweepOptions.from_dict(bad)
+
+
+async def test_a_full_sweep_stores_a_certificate_per_further_name(
+    database_url: str,
+    arq_redis_settings: RedisSettings,
+    session_factory: async_sessionmaker[AsyncSession],
+    pki: Pki,
+    fleet: LocalFleet,
+) -> None:
+    # Given a real OpenSSL SMTP server (STARTTLS on submission) that two domains reach
+    # under two names, its certificate valid for both
+    names = ("alias.certs.test", "mail.certs.test")
+    context_ = pki.server_context(TlsProfile(hostnames=names))
+    with running(SmtpServer(context_, ip="127.92.1.1")) as server:
+        zone = "".join(f"{n.split('.')[0]} A {server.ip}\n" for n in names) + "".join(
+            f"_submission._tcp.{domain} SRV 0 0 {server.port} {name}.\n"
+            for domain, name in (("one", names[0]), ("two", names[1]))
+        )
+        with DnsServer({"certs.test": zone}, host="127.0.0.1") as dns:
+            records = [
+                InventoryRecord(domain=f"{d}.certs.test", customer="Certs") for d in ("one", "two")
+            ]
+            await import_inventory(session_factory, records)
+            config = _config(database_url, arq_redis_settings, fleet, ca_file=pki.ca_file)
+            config = replace(
+                config,
+                settings=config.settings.model_copy(update={"resolvers": [dns.nameserver]}),
+            )
+            async with session_factory() as session:
+                customer = await customer_ids(session, ["Certs"])
+            redis = await jobs.create_job_pool(arq_redis_settings)
+            try:
+                options = replace(SRV_ONLY, quick=False)
+                sweep_id = await sweeps.start_sweep(
+                    session_factory,
+                    redis,
+                    scope={"customers": [customer["Certs"]]},
+                    options=options,
+                )
+            finally:
+                await redis.aclose()
+            # When a full (not quick) sweep runs
+            await run_burst(config)
+    # Then the endpoint was scanned under the first name, with its certificate, and
+    # the certificate for the other name was fetched and stored on its own
+    async with session_factory() as session:
+        results = await sweep_results(session, sweep_id)
+        (endpoint_id, result), *others = results.items()
+        extra = await sweep_certificates(session, sweep_id, endpoint_id)
+    assert others == []
+    assert result.status == "ok"
+    assert result.document["target"]["sni"] == names[0]
+    assert result.cert_status == "valid"
+    assert list(extra) == [names[1]]
+    certificate = extra[names[1]]
+    assert certificate is not None
+    assert certificate["status"] == "valid"
+    assert certificate["hostname_match"] is True

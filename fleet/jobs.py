@@ -9,6 +9,12 @@ everything that is missing" without doubling the work.
 
 Jobs are serialised as JSON, not pickle: whoever can write to Redis must not be able
 to run code in the workers. Arguments are therefore ints and strings only.
+
+A worker that dies mid-job (SIGKILL, OOM) leaves arq's "in progress" mark on its jobs,
+and arq runs them again only when the mark expires (the job timeout plus 10 s). To do
+better, every worker keeps a heartbeat key alive and records itself as the owner of
+each job it starts; :func:`release_orphans` (called by the reconciler) deletes the mark
+of jobs whose owner's heartbeat is gone, and the next poll of any worker runs them.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
 
 __all__ = [
     "JobName",
+    "beat",
+    "claim",
     "close_job_id",
     "create_job_pool",
     "deserialize",
@@ -30,6 +39,8 @@ __all__ = [
     "enqueue_discover",
     "enqueue_reconcile",
     "enqueue_scans",
+    "release",
+    "release_orphans",
     "scan_job_id",
     "serialize",
 ]
@@ -119,3 +130,51 @@ async def enqueue_reconcile(redis: ArqRedis) -> bool:
     """Queue one reconciliation now (workers do at start-up); False if one is pending."""
     job = await redis.enqueue_job(JobName.RECONCILE, _job_id=RECONCILE_JOB_ID)
     return job is not None
+
+
+# -- owners of running jobs --------------------------------------------------------------
+
+_WORKER_KEY = "tlsfleet:worker:{}"
+_OWNER_KEY = "tlsfleet:job-owner:{}"
+
+
+async def beat(redis: ArqRedis, worker_id: str, ttl: float) -> None:
+    """Say that ``worker_id`` is alive for ``ttl`` more seconds."""
+    await redis.set(_WORKER_KEY.format(worker_id), b"1", px=max(1, int(ttl * 1000)))
+
+
+async def claim(redis: ArqRedis, job_id: str, worker_id: str, ttl: float) -> None:
+    """Record ``worker_id`` as running ``job_id`` (for at most ``ttl`` seconds)."""
+    await redis.set(_OWNER_KEY.format(job_id), worker_id, px=max(1, int(ttl * 1000)))
+
+
+async def release(redis: ArqRedis, job_id: str) -> None:
+    """Forget who ran ``job_id`` (it has ended)."""
+    await redis.delete(_OWNER_KEY.format(job_id))
+
+
+async def release_orphans(redis: ArqRedis, job_ids: Iterable[str]) -> int:
+    """Free the jobs among ``job_ids`` whose worker died while running them: their
+    in-progress marks are deleted, so that another worker runs them at its next poll;
+    returns how many.
+
+    Only a job with a recorded owner whose heartbeat has expired counts as orphaned:
+    a job just starting (no owner yet) or one whose owner is alive is left alone. A
+    worker that was only stalled past its heartbeat may then see its job run twice,
+    which jobs are built to survive (results are stored once).
+    """
+    ids = list(job_ids)
+    if not ids:
+        return 0
+    owners = await redis.mget([_OWNER_KEY.format(job_id) for job_id in ids])
+    owned = [(job_id, owner) for job_id, owner in zip(ids, owners, strict=True) if owner]
+    if not owned:
+        return 0
+    alive = await redis.mget([_WORKER_KEY.format(owner.decode()) for _, owner in owned])
+    dead = [job_id for (job_id, _), beat_ in zip(owned, alive, strict=True) if beat_ is None]
+    if dead:
+        await redis.delete(
+            *(in_progress_key_prefix + job_id for job_id in dead),
+            *(_OWNER_KEY.format(job_id) for job_id in dead),
+        )
+    return len(dead)

@@ -424,6 +424,8 @@ class ReconcileReport:
     discoveries: int = 0
     scans: int = 0
     closes: int = 0
+    #: Jobs freed from workers that died running them.
+    released: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -431,12 +433,14 @@ class ReconcileReport:
             "discoveries": self.discoveries,
             "scans": self.scans,
             "closes": self.closes,
+            "released": self.released,
         }
 
 
 async def reconcile(rt: SweepRuntime) -> ReconcileReport:
     """Bring the queue back in line with PostgreSQL: for every open sweep, queue its
-    discovery (pending, discovering), its missing scans, or its close (scanning).
+    discovery (pending, discovering), its missing scans, or its close (scanning); and
+    free those of its jobs that a dead worker was running (:func:`jobs.release_orphans`).
 
     Safe to run at any time and on several workers at once: job ids keep what is
     already queued or running from being queued again, and every job re-checks the
@@ -448,15 +452,22 @@ async def reconcile(rt: SweepRuntime) -> ReconcileReport:
     for sweep_id, status in open_sweeps:
         report.sweeps += 1
         if status in ("pending", "discovering"):
+            report.released += await jobs.release_orphans(
+                rt.redis, [jobs.discover_job_id(sweep_id)]
+            )
             report.discoveries += await jobs.enqueue_discover(rt.redis, sweep_id)
             continue
         async with rt.sessions() as session:
             missing = await sweep_repo.unfinished_endpoints(session, sweep_id)
         if missing:
+            report.released += await jobs.release_orphans(
+                rt.redis, [jobs.scan_job_id(sweep_id, e) for e in missing]
+            )
             report.scans += await jobs.enqueue_scans(rt.redis, sweep_id, missing)
         else:
+            report.released += await jobs.release_orphans(rt.redis, [jobs.close_job_id(sweep_id)])
             report.closes += await jobs.enqueue_close(rt.redis, sweep_id)
-    if report.discoveries or report.scans or report.closes:
+    if report.discoveries or report.scans or report.closes or report.released:
         log.info("reconciled: %s", report.to_dict())
     return report
 

@@ -9,7 +9,11 @@ the limiter and the scanners are made by :func:`startup` and torn down by
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +29,16 @@ from scanner.dns import Resolver
 from scanner.engine import ScanOptions
 from worker.options import WorkerOptions
 
-__all__ = ["WorkerConfig", "WorkerContext", "context", "scan_options", "shutdown", "startup"]
+__all__ = [
+    "WorkerConfig",
+    "WorkerContext",
+    "context",
+    "job_ended",
+    "job_started",
+    "scan_options",
+    "shutdown",
+    "startup",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +68,9 @@ class WorkerContext:
     redis: ArqRedis
     limiter: RedisLimiter
     runtime: SweepRuntime
+    #: This process among the workers: its heartbeat key and the owner of its jobs.
+    worker_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    heartbeat: asyncio.Task[None] | None = None
 
 
 def context(ctx: dict[str, Any]) -> WorkerContext:
@@ -100,9 +116,10 @@ async def startup(ctx: dict[str, Any]) -> None:
         scan_deadline=deadline,
         discovery_deadline=deadline,
     )
-    ctx["app"] = WorkerContext(
-        config=config, engine=engine, redis=redis, limiter=limiter, runtime=runtime
-    )
+    app = WorkerContext(config=config, engine=engine, redis=redis, limiter=limiter, runtime=runtime)
+    await jobs.beat(redis, app.worker_id, options.heartbeat * 3)
+    app.heartbeat = asyncio.create_task(_heartbeat(app), name="worker-heartbeat")
+    ctx["app"] = app
     await jobs.enqueue_reconcile(redis)
     log.info(
         "worker ready: %d jobs at once, %d connections per IP fleet-wide, %d per process",
@@ -112,9 +129,38 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
 
 
+async def _heartbeat(app: WorkerContext) -> None:
+    """Keep this worker's heartbeat key alive (three beats long), come what may."""
+    interval = app.config.options.heartbeat
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await jobs.beat(app.redis, app.worker_id, interval * 3)
+        except Exception as exc:  # Redis away for a moment: the next beat may make it
+            log.warning("heartbeat failed: %s", exc)
+
+
+async def job_started(ctx: dict[str, Any]) -> None:
+    """arq ``on_job_start``: record this worker as the job's owner (for the reconciler,
+    which frees the jobs of workers whose heartbeat stopped)."""
+    app = context(ctx)
+    ttl = app.config.options.job_timeout + 10
+    await jobs.claim(app.redis, str(ctx["job_id"]), app.worker_id, ttl)
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    """arq ``after_job_end``: the job is no longer this worker's."""
+    await jobs.release(context(ctx).redis, str(ctx["job_id"]))
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """arq ``on_shutdown``: hand back limiter slots, close the database pool."""
+    """arq ``on_shutdown``: stop the heartbeat, hand back limiter slots, close the
+    database pool."""
     app = ctx.get("app")
     if isinstance(app, WorkerContext):
+        if app.heartbeat is not None:
+            app.heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await app.heartbeat
         await app.limiter.aclose()
         await app.engine.dispose()

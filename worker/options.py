@@ -36,6 +36,13 @@ class WorkerOptions(BaseSettings):
     reconcile_every: int = Field(
         default=60, description="seconds between reconciliations: a divisor of 60, or 60"
     )
+    heartbeat: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="seconds between heartbeats; a worker silent for three is taken for "
+        "dead and its running jobs are given to others",
+    )
     poll_delay: float = Field(default=0.5, gt=0, le=60, description="seconds between queue polls")
 
     @field_validator("reconcile_every")

@@ -23,7 +23,7 @@ from fleet import jobs
 from fleet.jobs import JobName
 from fleet.runtime import loop_factory
 from worker import jobs as worker_jobs
-from worker.context import WorkerConfig, shutdown, startup
+from worker.context import WorkerConfig, job_ended, job_started, shutdown, startup
 from worker.schedule import parse_cron, parse_timezone
 
 __all__ = ["RECONCILE_CRON", "create_worker", "run_worker", "worker_settings"]
@@ -72,6 +72,8 @@ def worker_settings(config: WorkerConfig) -> dict[str, Any]:
         "redis_settings": config.redis_settings,
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "on_job_start": job_started,
+        "after_job_end": job_ended,
         "ctx": {"config": config},
         "max_jobs": options.max_jobs,
         "job_timeout": options.job_timeout,

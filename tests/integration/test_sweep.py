@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import tempfile
 import warnings
@@ -104,7 +105,9 @@ async def test_a_worker_killed_mid_sweep(
     tmp_path: Path,
 ) -> None:
     await import_inventory(session_factory, fleet.records)
-    env = worker_env(database_url, redis_url, fleet.nameserver)
+    # Jobs may run 5 minutes: arq itself would wait that long before running a dead
+    # worker's jobs again, so a sweep that finishes sooner shows the reconciler freed them
+    env = worker_env(database_url, redis_url, fleet.nameserver, TLSFLEET_WORKER_JOB_TIMEOUT="300")
     with workers(env, tmp_path) as (first, second):
         sweep_id = await _start(session_factory, redis_url, {"all": True})
         # Given a sweep under way on both workers
@@ -114,11 +117,12 @@ async def test_a_worker_killed_mid_sweep(
         # When one worker is SIGKILLed (its jobs and per-IP slots left behind)
         first.kill()
         assert at_kill.done < at_kill.total
-        # Then the other finishes the sweep: arq runs the dead worker's jobs again once
-        # their in-progress marks expire, and its slots' leases run out
-        await wait_until_done(session_factory, sweep_id)
+        # Then the other finishes the sweep: the reconciler sees the dead worker's
+        # heartbeat gone and frees its jobs; its per-IP slots' leases run out
+        await wait_until_done(session_factory, sweep_id, bound=60)
     await assert_one_result_per_endpoint(session_factory, sweep_id, fleet)
     _assert_limit_held(fleet)
+    assert re.search(r"'released': [1-9]", second.output()), second.output()
     assert second.proc.returncode == 0
 
 

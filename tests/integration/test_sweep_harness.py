@@ -243,8 +243,8 @@ def worker_env(
 ) -> dict[str, str]:
     """The environment of a worker process on the test's services and DNS.
 
-    Short timeouts keep faults quick: a job may run 12 s (so a SIGKILLed worker's jobs
-    run again after 22 s), the reconciler runs every 2 s, retries start at 0.2 s.
+    Short timeouts keep faults quick: a job may run 12 s, the reconciler runs every 2 s,
+    a worker silent for 1.5 s is taken for dead, retries start at 0.2 s.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLSFLEET_")}
     env.update(
@@ -263,6 +263,7 @@ def worker_env(
         TLSFLEET_WORKER_RETRY_MAX_DELAY="2",
         TLSFLEET_WORKER_MAX_TRIES="20",
         TLSFLEET_WORKER_LEASE_TTL="5",
+        TLSFLEET_WORKER_HEARTBEAT="0.5",
     )
     env.update(extra)
     return env

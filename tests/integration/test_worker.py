@@ -439,3 +439,20 @@ async def test_a_full_sweep_stores_a_certificate_per_further_name(
     assert certificate is not None
     assert certificate["status"] == "valid"
     assert certificate["hostname_match"] is True
+
+
+async def test_release_orphans_frees_only_jobs_of_dead_workers(ctx: dict[str, object]) -> None:
+    app = context(ctx)
+    redis = app.redis
+    # Given three running jobs (arq's in-progress marks): one owned by a worker whose
+    # heartbeat is gone, one by a live worker, one whose owner is not recorded yet
+    for job_id in ("dead-job", "live-job", "new-job"):
+        await redis.set(f"arq:in-progress:{job_id}", b"1")
+    await jobs.claim(redis, "dead-job", "dead-worker", 60)
+    await jobs.claim(redis, "live-job", app.worker_id, 60)
+    # When the reconciler looks at them
+    released = await jobs.release_orphans(redis, ["dead-job", "live-job", "new-job", "none"])
+    # Then only the dead worker's job is freed for another worker to run
+    assert released == 1
+    assert not await redis.exists("arq:in-progress:dead-job")
+    assert await redis.exists("arq:in-progress:live-job", "arq:in-progress:new-job") == 2

@@ -213,6 +213,29 @@ async def _discover_one(name: str, resolver: Resolver) -> Discovery:
         return Discovery(domain=name.strip(), status="error", errors=(error,))
 
 
+async def _discover_all(
+    names: Sequence[str], resolver: Resolver, deadline: float
+) -> list[Discovery]:
+    """Every domain's discovery; those DNS could not finish by ``deadline`` seconds are
+    ``error`` discoveries saying so, so that a sweep goes on (and finishes) regardless."""
+    tasks = [asyncio.ensure_future(_discover_one(name, resolver)) for name in names]
+    if not tasks:
+        return []
+    _, late = await asyncio.wait(tasks, timeout=deadline)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    discoveries: list[Discovery] = []
+    for name, task in zip(names, tasks, strict=True):
+        if task in late:
+            message = f"discovery did not finish within {deadline:g} s"
+            error = ErrorInfo(kind="timeout", phase="dns", message=message)
+            discoveries.append(Discovery(domain=_domain_key(name), status="error", errors=(error,)))
+        else:
+            discoveries.append(task.result())
+    return discoveries
+
+
 def _domain_key(name: str) -> str:
     try:
         return normalise_domain(name)
@@ -240,9 +263,9 @@ async def discover_sweep(rt: SweepRuntime, sweep_id: int) -> int:
         domains = await domains_in_scope(session, sweep.scope)
         await session.commit()
 
-    resolver = rt.new_resolver()
-    async with asyncio.timeout(rt.discovery_deadline):
-        discoveries = await asyncio.gather(*(_discover_one(d.name, resolver) for d in domains))
+    discoveries = await _discover_all(
+        [d.name for d in domains], rt.new_resolver(), rt.discovery_deadline
+    )
     plan = plan_endpoints(
         discoveries, options.profile or PortProfile(), allow_private=rt.allow_private
     )

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.db.models import Customer, Domain, ScanCertificate, ScanResult, Sweep
+from fleet.db.models import Customer, Domain, ScanCertificate, ScanResult, Sweep, SweepDomain
 
 __all__ = [
     "SweepSummary",
@@ -20,6 +20,7 @@ __all__ = [
     "known_domains",
     "list_sweeps",
     "sweep_certificates",
+    "sweep_discoveries",
 ]
 
 
@@ -112,3 +113,14 @@ async def sweep_certificates(
         )
     )
     return {row.sni: row.certificate for row in rows}
+
+
+async def sweep_discoveries(session: AsyncSession, sweep_id: int) -> dict[str, dict[str, Any]]:
+    """What discovery stored for each domain of a sweep (the Discovery document), by
+    domain name."""
+    rows = await session.execute(
+        select(Domain.name, SweepDomain.discovery)
+        .join(SweepDomain, SweepDomain.domain_id == Domain.id)
+        .where(SweepDomain.sweep_id == sweep_id)
+    )
+    return {row.name: row.discovery for row in rows}

@@ -23,7 +23,7 @@ from fleet.inventory import InventoryRecord
 from fleet.jobs import JobName
 from fleet.repositories import sweeps as sweep_repo
 from fleet.repositories.results import get_result, sweep_results
-from fleet.repositories.sweep_jobs import customer_ids, sweep_certificates
+from fleet.repositories.sweep_jobs import customer_ids, sweep_certificates, sweep_discoveries
 from fleet.settings import Settings
 from fleet.sweeps import SweepOptions
 from tests.integration.dnsserver import DnsServer
@@ -456,3 +456,32 @@ async def test_release_orphans_frees_only_jobs_of_dead_workers(ctx: dict[str, ob
     assert released == 1
     assert not await redis.exists("arq:in-progress:dead-job")
     assert await redis.exists("arq:in-progress:live-job", "arq:in-progress:new-job") == 2
+
+
+async def test_discovery_that_cannot_finish_in_time_still_lets_the_sweep_finish(
+    ctx: dict[str, object],
+    config: WorkerConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+    fleet: LocalFleet,
+) -> None:
+    app = context(ctx)
+    # Given a domain whose DNS never answers, and a discovery deadline of 1 s
+    fleet.dns.add_fault("_pop3s._tcp.d0.sweep.test", "drop")
+    app.runtime.discovery_deadline = 1.0
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"all": True}, options=SRV_ONLY
+    )
+    # When the sweep is discovered and run
+    await sweeps.discover_sweep(app.runtime, sweep_id)
+    await run_burst(config)
+    # Then that domain's discovery is an error saying why, and the sweep is done
+    async with session_factory() as session:
+        found = await sweep_discoveries(session, sweep_id)
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+    assert found["d0.sweep.test"]["status"] == "error"
+    assert found["d0.sweep.test"]["errors"][0]["kind"] == "timeout"
+    # (the others have SRV records but no MX or address of their own: "no_mail")
+    assert {found[d]["status"] for d in fleet.domains[1:]} == {"no_mail"}
+    assert sweep is not None
+    assert sweep.status == "done"
+    assert sweep.total_endpoints == len(fleet.endpoints) - 1  # d0's own endpoint is unknown

@@ -444,9 +444,10 @@ async def _print_status(
     if timing:
         lines.append("  " + " · ".join(timing))
     if counts:
-        lines.append(
-            "  diff: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-        )
+        from fleet.repositories.diff import CATEGORIES
+
+        shown = (f"{c.replace('_', ' ')} {counts[c]}" for c in CATEGORIES if c in counts)
+        lines.append("  diff: " + ", ".join(shown))
     if sweep.error:
         lines.append(f"  error: {sweep.error}")
     sys.stdout.write("\n".join(lines) + "\n")

@@ -190,7 +190,7 @@ async def test_unreachable_redis_is_an_error_to_retry_never_a_result(serve: Laun
         async with asyncio.timeout(BOUND), limiter.slot("192.0.2.5"):
             pass
     # … and a scan under it comes back as a result the job recognises as such
-    server = serve(FakeLegacyServer({"TLSv1.0"}, SUITES, ip="127.0.40.1"))
+    server = serve(FakeLegacyServer({"TLSv1.0"}, SUITES, ip="127.95.0.1"))
     scanner = Scanner(ScanOptions(timeout=2.0).quick, limiter=limiter)
     async with asyncio.timeout(BOUND):
         result = await scanner.scan(target_for(server))
@@ -214,7 +214,7 @@ async def main() -> None:
     limiter = RedisLimiter(redis, per_ip=per_ip, prefix=prefix)
     scanner = Scanner(ScanOptions(timeout=5.0).quick, limiter=limiter)
     targets = [
-        Target("fake.test", "127.0.40.2", p, "https", "implicit", "fake.test") for p in ports
+        Target("fake.test", "127.95.0.2", p, "https", "implicit", "fake.test") for p in ports
     ]
     input()  # start together
     statuses = [r.status async for r in scanner.scan_many(targets)]
@@ -235,7 +235,7 @@ async def test_two_processes_never_exceed_the_per_ip_limit(
     servers = [
         serve(
             FakeLegacyServer(
-                {"TLSv1.0", "TLSv1.2"}, SUITES, ip="127.0.40.2", gauge=gauge, hold=0.02
+                {"TLSv1.0", "TLSv1.2"}, SUITES, ip="127.95.0.2", gauge=gauge, hold=0.02
             )
         )
         for _ in range(4)

@@ -47,7 +47,6 @@ from scanner.deep import (
     DeepChecks,
     DeepOptions,
     RenegotiationCheck,
-    ResumptionCheck,
     ResumptionRate,
     RobotCheck,
     SupportCheck,
@@ -162,6 +161,10 @@ def result_of(attempt: ScanCommandAttempt[_R]) -> _R:
     return attempt.result
 
 
+def _resumes(verdict: str) -> bool:
+    return verdict in ("FULLY_SUPPORTED", "PARTIALLY_SUPPORTED")
+
+
 def assert_matches_sslyze(deep: DeepChecks, raw: AllScanCommandsAttempts) -> None:
     """Every field of ``deep`` says what sslyze's own result objects say."""
     assert deep.status == "ok", deep.to_dict()
@@ -179,17 +182,19 @@ def assert_matches_sslyze(deep: DeepChecks, raw: AllScanCommandsAttempts) -> Non
     )
     assert deep.compression == SupportCheck(comp.supports_compression)
     assert deep.fallback_scsv == SupportCheck(scsv.supports_fallback_scsv)
-    assert deep.session_resumption == ResumptionCheck(
-        ResumptionRate(
-            res.session_id_resumption_result.value,
-            res.session_id_attempted_resumptions_count,
-            res.session_id_successful_resumptions_count,
-        ),
-        ResumptionRate(
-            res.tls_ticket_resumption_result.value,
-            res.tls_ticket_attempted_resumptions_count,
-            res.tls_ticket_successful_resumptions_count,
-        ),
+    # Session-ID resumption depends on the server's session cache and on timing, so two
+    # runs (ours and sslyze's) may resume 4 or 5 of 5: compare what the verdict means.
+    resumption = deep.session_resumption
+    assert resumption is not None
+    assert resumption.session_id is not None
+    assert resumption.session_id.attempted == res.session_id_attempted_resumptions_count
+    assert _resumes(resumption.session_id.result) == _resumes(
+        res.session_id_resumption_result.value
+    )
+    assert resumption.tls_ticket == ResumptionRate(
+        res.tls_ticket_resumption_result.value,
+        res.tls_ticket_attempted_resumptions_count,
+        res.tls_ticket_successful_resumptions_count,
     )
     assert deep.certificate is not None
     assert deep.certificate.sni == cert.hostname_used_for_server_name_indication

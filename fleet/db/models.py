@@ -49,6 +49,7 @@ SWEEP_STATUSES = ("pending", "discovering", "scanning", "closing", "done", "canc
 SWEEP_KINDS = ("nightly", "adhoc")
 ENDPOINT_HOW = ("mx", "implicit_mx", "srv", "web", "profile")
 RESULT_STATUSES = ("ok", "error")
+API_ROLES = ("admin", "operator", "viewer", "account_manager")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -250,3 +251,35 @@ class ScanCertificate(Base):
     sni: Mapped[str] = mapped_column(String(253), primary_key=True)
     #: The CertificateInfo document, or NULL when no handshake succeeded for that name.
     certificate: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class ApiKey(Base):
+    """A key for the HTTP API, stored only as the SHA-256 of its secret.
+
+    A key reads ``tlsf_<prefix>_<secret>``: ``prefix`` is public (it finds the row and
+    names the key in lists and logs), the digest of the whole key is compared in
+    constant time. Created by ``tlsfleet apikey create`` or an admin through the API;
+    revoking sets ``revoked_at`` (the row stays, for the record). An ``account_manager``
+    key is bound to exactly one account manager; other roles to none.
+    """
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", API_ROLES), name="role"),
+        CheckConstraint(
+            "(role = 'account_manager') = (account_manager_id IS NOT NULL)",
+            name="account_manager",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    #: Hex SHA-256 of the whole key.
+    digest: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), server_default="")
+    role: Mapped[str] = mapped_column(String(20))
+    account_manager_id: Mapped[int | None] = mapped_column(
+        ForeignKey("account_managers.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,4 +1,5 @@
-"""``tlsfleet scan`` and ``tlsfleet demo``: endpoints and domains, scanned directly."""
+"""``tlsfleet scan``: endpoints and domains, scanned directly (``tlsfleet demo`` is in
+:mod:`fleet.demo_cli`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from fleet import demo_cli
 from fleet.console import err, error_line, fail
 from fleet.report import render_domains, render_results
 from fleet.runtime import run
@@ -30,9 +32,9 @@ from scanner.targets import TargetSpec, parse_target, resolve
 
 
 def register(app: typer.Typer) -> None:
-    """Add the scan and demo commands to ``app``."""
+    """Add the scan command to ``app``, and the demo command from :mod:`fleet.demo_cli`."""
     app.command()(scan)
-    app.command()(demo)
+    demo_cli.register(app)
 
 
 def scan(
@@ -311,41 +313,3 @@ async def _scan_targets(
         # Piped output gets a wide table instead of rich's 80-column default.
         render_results(Console(width=None if sys.stdout.isatty() else 200), results)
     return 0 if all(r.status == "ok" for r in results) else 1
-
-
-def demo(
-    json_lines: Annotated[
-        bool, typer.Option("--json", help="JSON Lines instead of the table")
-    ] = False,
-) -> None:
-    """Start a local demo fleet of varied TLS servers on loopback and scan it.
-
-    Nothing outside this machine is touched: the servers bind 127.77.0.x.
-    """
-    import tempfile
-
-    from fleet.demo.fleet import demo_fleet
-    from scanner.services import service_named
-
-    with (
-        tempfile.TemporaryDirectory(prefix="tlsfleet-demo-") as tmp,
-        demo_fleet(Path(tmp)) as (ca_file, endpoints),
-    ):
-        err.print(f"Demo fleet: {len(endpoints)} local servers; scanning…")
-        targets = [
-            Target(
-                host=e.name,
-                ip=e.ip,
-                port=e.port,
-                service=e.service,
-                tls_mode=service_named(e.service).tls_mode,
-                sni=e.name,
-            )
-            for e in endpoints
-        ]
-        options = ScanOptions(timeout=5.0, ca_file=str(ca_file))
-        code = run(_scan_targets(targets, Scanner(options), json_lines=json_lines))
-        if not json_lines:
-            for e in endpoints:
-                err.print(f"  {e.name} ({e.ip}:{e.port}): {e.story}", highlight=False)
-    raise typer.Exit(code)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _CA_KEY_USAGE = x509.KeyUsage(
@@ -33,7 +35,7 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -77,6 +79,7 @@ class DemoCA:
         )
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        self._serial = itertools.count(1)
 
     def issue(
         self,
@@ -85,13 +88,23 @@ class DemoCA:
         days_valid: int = 90,
         days_ago: int = 1,
         self_signed: bool = False,
+        also: Sequence[str] = (),
+        rsa_key: bool = False,
     ) -> IssuedCert:
         """A leaf for ``name`` valid from ``days_ago`` days ago for ``days_valid`` days.
 
         A negative end (``days_valid < days_ago``) gives an expired certificate;
-        ``self_signed`` signs it with its own key instead of the CA's.
+        ``self_signed`` signs it with its own key instead of the CA's. ``also``: more
+        DNS names for the SAN (a shared web server's customers). ``rsa_key``: an RSA
+        2048 key instead of EC P-256, so that the server can offer RSA key-exchange
+        suites (what a legacy server's weak suites need).
         """
-        key = ec.generate_private_key(ec.SECP256R1())
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+        if rsa_key:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        names = list(dict.fromkeys([name, *also]))
         now = dt.datetime.now(dt.UTC)
         start = now - dt.timedelta(days=days_ago)
         issuer = _name(name) if self_signed else self._cert.subject
@@ -103,7 +116,9 @@ class DemoCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(start + dt.timedelta(days=days_valid))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         )
@@ -113,8 +128,8 @@ class DemoCA:
                 critical=False,
             )
         cert = builder.sign(key if self_signed else self._key, hashes.SHA256())
-        stem = self.directory / f"{name}{'-self' if self_signed else ''}-{days_valid}"
-        cert_file, key_file = stem.with_suffix(".crt"), stem.with_suffix(".key")
+        stem = f"{next(self._serial):03d}-{name}"
+        cert_file, key_file = self.directory / f"{stem}.crt", self.directory / f"{stem}.key"
         chain = cert.public_bytes(serialization.Encoding.PEM)
         if not self_signed:
             chain += self._cert.public_bytes(serialization.Encoding.PEM)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fleet import scan_cli
+from fleet import api_cli, scan_cli
 from fleet.console import err, error_line, fail
 from fleet.inventory import (
     InventoryFileError,
@@ -40,6 +40,7 @@ app = typer.Typer(
 )
 
 scan_cli.register(app)
+api_cli.register(app)
 
 
 # -- the store: migrations and the inventory -------------------------------------------------

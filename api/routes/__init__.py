@@ -1,0 +1,1 @@
+"""The API's routers: operations (health, readiness, metrics) and ``/v1``."""

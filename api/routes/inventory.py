@@ -1,0 +1,352 @@
+"""``/v1/account-managers``, ``/v1/customers``, ``/v1/domains``: the inventory.
+
+Reads: admin, operator, viewer (everything) and account managers (their own record,
+their customers and those customers' domains; anything else is 404). Writes: admin and
+operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+
+from api import queries
+from api.deps import ScopedReader, SessionDep, Writer
+from api.errors import BatchTooLarge, Invalid, NotFound
+from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
+from api.schemas.common import Page, problems
+from api.schemas.inventory import (
+    MAX_IMPORT_ROWS,
+    AccountManagerCreate,
+    AccountManagerRead,
+    AccountManagerUpdate,
+    CustomerCreate,
+    CustomerRead,
+    CustomerUpdate,
+    DomainCreate,
+    DomainImport,
+    DomainRead,
+    DomainUpdate,
+    ImportReport,
+    ImportRowError,
+)
+from fleet.db.models import AccountManager, Customer, Domain
+from fleet.inventory import RawRow, parse_tags, validate_email, validate_rows
+from fleet.repositories.inventory import upsert_inventory
+from scanner.discovery import normalise_domain
+from scanner.errors import TargetError
+
+router = APIRouter(prefix="/v1", tags=["inventory"], responses=problems(401, 403, 422))
+
+
+def _email(value: str) -> str:
+    try:
+        return validate_email(value)
+    except ValueError as exc:
+        raise Invalid(f"email: {exc}") from None
+
+
+def _domain(value: str) -> str:
+    try:
+        return normalise_domain(value)
+    except TargetError as exc:
+        raise Invalid(f"name: {exc.message}") from None
+
+
+def _tags(value: list[str]) -> list[str]:
+    try:
+        return list(parse_tags(value))
+    except ValueError as exc:
+        raise Invalid(f"tags: {exc}") from None
+
+
+async def _manager_exists(session: SessionDep, manager_id: int | None) -> None:
+    if manager_id is not None and await queries.get_manager(session, manager_id) is None:
+        raise Invalid(f"no account manager {manager_id}")
+
+
+async def _customer_exists(session: SessionDep, customer_id: int) -> None:
+    if await queries.get_customer(session, customer_id) is None:
+        raise Invalid(f"no customer {customer_id}")
+
+
+# -- account managers ---------------------------------------------------------------------
+
+
+@router.get("/account-managers", summary="List account managers")
+async def list_managers(
+    request: Request,
+    session: SessionDep,
+    caller: ScopedReader,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[AccountManagerRead]:
+    """Account managers in id order (an account manager's key sees only itself)."""
+    rows = await queries.list_managers(
+        session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
+    )
+    items, link = next_link(request, rows, limit)
+    return Page(items=[AccountManagerRead.model_validate(m) for m in items], next=link)
+
+
+@router.post(
+    "/account-managers",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an account manager",
+    responses=problems(409),
+)
+async def create_manager(
+    body: AccountManagerCreate, session: SessionDep, _caller: Writer
+) -> AccountManagerRead:
+    """Create an account manager; the e-mail address is unique (409 otherwise)."""
+    manager = AccountManager(name=body.name.strip(), email=_email(body.email))
+    session.add(manager)
+    await session.flush()
+    await session.commit()
+    await session.refresh(manager)
+    return AccountManagerRead.model_validate(manager)
+
+
+@router.get(
+    "/account-managers/{manager_id}", summary="Show an account manager", responses=problems(404)
+)
+async def get_manager(
+    manager_id: int, session: SessionDep, caller: ScopedReader
+) -> AccountManagerRead:
+    """One account manager."""
+    manager = await queries.get_manager(session, manager_id, manager=caller.scope)
+    if manager is None:
+        raise NotFound(f"no account manager {manager_id}")
+    return AccountManagerRead.model_validate(manager)
+
+
+@router.patch(
+    "/account-managers/{manager_id}",
+    summary="Change an account manager",
+    responses=problems(404, 409),
+)
+async def update_manager(
+    manager_id: int, body: AccountManagerUpdate, session: SessionDep, _caller: Writer
+) -> AccountManagerRead:
+    """Change the name or e-mail address."""
+    manager = await queries.get_manager(session, manager_id)
+    if manager is None:
+        raise NotFound(f"no account manager {manager_id}")
+    if body.name is not None:
+        manager.name = body.name.strip()
+    if body.email is not None:
+        manager.email = _email(body.email)
+    await session.flush()
+    await session.commit()
+    return AccountManagerRead.model_validate(manager)
+
+
+@router.delete(
+    "/account-managers/{manager_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an account manager",
+    responses=problems(404),
+)
+async def delete_manager(manager_id: int, session: SessionDep, _caller: Writer) -> Response:
+    """Delete an account manager; their customers stay, without an account manager,
+    and keys bound to them are deleted."""
+    if not await queries.delete_by_id(session, AccountManager, manager_id):
+        raise NotFound(f"no account manager {manager_id}")
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- customers ------------------------------------------------------------------------------
+
+
+@router.get("/customers", summary="List customers")
+async def list_customers(
+    request: Request,
+    session: SessionDep,
+    caller: ScopedReader,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[CustomerRead]:
+    """Customers in id order (an account manager's key sees only its customers)."""
+    rows = await queries.list_customers(
+        session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
+    )
+    items, link = next_link(request, rows, limit)
+    return Page(items=[CustomerRead.model_validate(c) for c in items], next=link)
+
+
+@router.post(
+    "/customers",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a customer",
+    responses=problems(409),
+)
+async def create_customer(
+    body: CustomerCreate, session: SessionDep, _caller: Writer
+) -> CustomerRead:
+    """Create a customer (names are unique), optionally with an account manager."""
+    await _manager_exists(session, body.account_manager_id)
+    customer = Customer(name=body.name.strip(), account_manager_id=body.account_manager_id)
+    session.add(customer)
+    await session.flush()
+    await session.commit()
+    await session.refresh(customer)
+    return CustomerRead.model_validate(customer)
+
+
+@router.get("/customers/{customer_id}", summary="Show a customer", responses=problems(404))
+async def get_customer(customer_id: int, session: SessionDep, caller: ScopedReader) -> CustomerRead:
+    """One customer (404 for another account manager's customer)."""
+    customer = await queries.get_customer(session, customer_id, manager=caller.scope)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id}")
+    return CustomerRead.model_validate(customer)
+
+
+@router.patch("/customers/{customer_id}", summary="Change a customer", responses=problems(404, 409))
+async def update_customer(
+    customer_id: int, body: CustomerUpdate, session: SessionDep, _caller: Writer
+) -> CustomerRead:
+    """Rename a customer or change (``null``: remove) its account manager."""
+    customer = await queries.get_customer(session, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id}")
+    if body.name is not None:
+        customer.name = body.name.strip()
+    if "account_manager_id" in body.model_fields_set:
+        await _manager_exists(session, body.account_manager_id)
+        customer.account_manager_id = body.account_manager_id
+    await session.flush()
+    await session.commit()
+    return CustomerRead.model_validate(customer)
+
+
+@router.delete(
+    "/customers/{customer_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a customer",
+    responses=problems(404),
+)
+async def delete_customer(customer_id: int, session: SessionDep, _caller: Writer) -> Response:
+    """Delete a customer and its domains (their scan history stays with the sweeps)."""
+    if not await queries.delete_by_id(session, Customer, customer_id):
+        raise NotFound(f"no customer {customer_id}")
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- domains --------------------------------------------------------------------------------
+
+
+@router.get("/domains", summary="List domains")
+async def list_domains(
+    request: Request,
+    session: SessionDep,
+    caller: ScopedReader,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[DomainRead]:
+    """Domains in id order (an account manager's key sees only its customers' domains)."""
+    rows = await queries.list_domains(
+        session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
+    )
+    items, link = next_link(request, rows, limit)
+    return Page(items=[DomainRead.model_validate(d) for d in items], next=link)
+
+
+@router.post(
+    "/domains",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a domain",
+    responses=problems(409),
+)
+async def create_domain(body: DomainCreate, session: SessionDep, _caller: Writer) -> DomainRead:
+    """Add a domain to a customer. IDNs are stored as A-labels; names are unique."""
+    name = _domain(body.name)
+    tags = _tags(body.tags)
+    await _customer_exists(session, body.customer_id)
+    domain = Domain(name=name, customer_id=body.customer_id, tags=tags)
+    session.add(domain)
+    await session.flush()
+    await session.commit()
+    await session.refresh(domain)
+    return DomainRead.model_validate(domain)
+
+
+@router.post(
+    "/domains/import",
+    summary="Import up to 10,000 domains",
+    responses=problems(413),
+)
+async def import_domains(body: DomainImport, session: SessionDep, _caller: Writer) -> ImportReport:
+    """Create or update domains (with their customers and account managers) from
+    inventory rows, as ``tlsfleet inventory import`` does: bad rows are reported with
+    their reason and left out, good rows are kept. More than 10,000 rows is a 413
+    problem and nothing is imported."""
+    if len(body.rows) > MAX_IMPORT_ROWS:
+        raise BatchTooLarge(
+            f"at most {MAX_IMPORT_ROWS:,} rows per import; this request has "
+            f"{len(body.rows):,} — split it",
+            extra={"max_rows": MAX_IMPORT_ROWS, "rows": len(body.rows)},
+        )
+    checked = validate_rows(RawRow(i, values) for i, values in enumerate(body.rows, start=1))
+    counts = await upsert_inventory(session, checked.records)
+    await session.commit()
+    return ImportReport(
+        rows=checked.rows,
+        created=counts.created,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        rejected=len(checked.errors),
+        errors=[
+            ImportRowError(row=e.row, domain=e.domain, reason=e.reason) for e in checked.errors
+        ],
+    )
+
+
+@router.get("/domains/{domain_id}", summary="Show a domain", responses=problems(404))
+async def get_domain(domain_id: int, session: SessionDep, caller: ScopedReader) -> DomainRead:
+    """One domain (404 for a domain of another account manager's customer)."""
+    domain = await queries.get_domain(session, domain_id, manager=caller.scope)
+    if domain is None:
+        raise NotFound(f"no domain {domain_id}")
+    return DomainRead.model_validate(domain)
+
+
+@router.patch("/domains/{domain_id}", summary="Change a domain", responses=problems(404))
+async def update_domain(
+    domain_id: int, body: DomainUpdate, session: SessionDep, _caller: Writer
+) -> DomainRead:
+    """Move a domain to another customer, replace its tags, or (de)activate it."""
+    domain = await queries.get_domain(session, domain_id)
+    if domain is None:
+        raise NotFound(f"no domain {domain_id}")
+    changes: dict[str, Any] = {}
+    if body.customer_id is not None:
+        await _customer_exists(session, body.customer_id)
+        changes["customer_id"] = body.customer_id
+    if body.tags is not None:
+        changes["tags"] = _tags(body.tags)
+    if body.active is not None:
+        changes["active"] = body.active
+    for field, value in changes.items():
+        setattr(domain, field, value)
+    await session.flush()
+    await session.commit()
+    await session.refresh(domain)
+    return DomainRead.model_validate(domain)
+
+
+@router.delete(
+    "/domains/{domain_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a domain",
+    responses=problems(404),
+)
+async def delete_domain(domain_id: int, session: SessionDep, _caller: Writer) -> Response:
+    """Delete a domain (and its discovery records)."""
+    if not await queries.delete_by_id(session, Domain, domain_id):
+        raise NotFound(f"no domain {domain_id}")
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

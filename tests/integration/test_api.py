@@ -1,0 +1,579 @@
+"""The HTTP API against a real PostgreSQL and Redis: every route × every role, scoping
+of account managers (404, not 403), authentication, problem documents, pagination,
+bulk import, body limits, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from api.app import create_app
+from fleet.db.models import (
+    AccountManager,
+    ApiKey,
+    Customer,
+    Domain,
+    DomainEndpoint,
+    Endpoint,
+    ScanResult,
+    Sweep,
+)
+from fleet.repositories import apikeys
+from fleet.settings import Settings
+
+ROLES = ("admin", "operator", "viewer", "account_manager")
+PROBLEM = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """What every test starts with: two account managers (alice, bob), a customer and a
+    domain each, a sweep, and one API key per role (the account manager's is alice's)."""
+
+    alice: int
+    bob: int
+    alice_customer: int
+    bob_customer: int
+    alice_domain: int
+    bob_domain: int
+    sweep: int
+    keys: dict[str, str]
+    key_ids: dict[str, int]
+
+
+def _settings(database_url: str, redis_url: str) -> Settings:
+    return Settings(database_url=SecretStr(database_url), redis_url=SecretStr(redis_url))
+
+
+@pytest.fixture
+async def app(database_url: str, redis_url: str, engine: AsyncEngine) -> AsyncIterator[FastAPI]:
+    """The application on this run's database (tables truncated after the test by
+    ``engine``) and Redis, with its lifespan running."""
+    del engine  # requested for its clean-up
+    application = create_app(_settings(database_url, redis_url), max_body_bytes=4 * 1024 * 1024)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+async def fleet(session_factory: async_sessionmaker[AsyncSession]) -> Fleet:
+    async with session_factory() as session:
+        alice = AccountManager(name="Alice", email="alice@example.net")
+        bob = AccountManager(name="Bob", email="bob@example.net")
+        session.add_all([alice, bob])
+        await session.flush()
+        ca = Customer(name="Alice's customer", account_manager_id=alice.id)
+        cb = Customer(name="Bob's customer", account_manager_id=bob.id)
+        session.add_all([ca, cb])
+        await session.flush()
+        da = Domain(name="alice.example", customer_id=ca.id, tags=[])
+        db = Domain(name="bob.example", customer_id=cb.id, tags=[])
+        sweep = Sweep(kind="adhoc", status="done", scope={"all": True}, options={})
+        session.add_all([da, db, sweep])
+        await session.flush()
+        keys: dict[str, str] = {}
+        key_ids: dict[str, int] = {}
+        for role in ROLES:
+            new = await apikeys.create_key(
+                session,
+                role=role,
+                name=role,
+                account_manager_id=alice.id if role == "account_manager" else None,
+            )
+            keys[role] = new.secret
+            key_ids[role] = new.key.id
+        await session.commit()
+        return Fleet(alice.id, bob.id, ca.id, cb.id, da.id, db.id, sweep.id, keys, key_ids)
+
+
+def _auth(fleet: Fleet, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {fleet.keys[role]}"}
+
+
+def _assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("urn:tlsfleet:problem:")
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    assert body["instance"] == response.request.url.path
+    return body
+
+
+# -- the route × role matrix ------------------------------------------------------------------
+
+READERS = {"admin", "operator", "viewer"}
+SCOPED = READERS | {"account_manager"}
+WRITERS = {"admin", "operator"}
+ADMIN = {"admin"}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    allowed: set[str]
+    ok: int
+    body: dict[str, Any] | None = None
+
+
+ROUTES = [
+    Route("GET", "/v1/account-managers", SCOPED, 200),
+    Route("GET", "/v1/account-managers/{alice}", SCOPED, 200),
+    Route("POST", "/v1/account-managers", WRITERS, 201, {"name": "C", "email": "c@example.net"}),
+    Route("PATCH", "/v1/account-managers/{alice}", WRITERS, 200, {"name": "Alice B."}),
+    Route("DELETE", "/v1/account-managers/{alice}", WRITERS, 204),
+    Route("GET", "/v1/customers", SCOPED, 200),
+    Route("GET", "/v1/customers/{alice_customer}", SCOPED, 200),
+    Route("POST", "/v1/customers", WRITERS, 201, {"name": "New", "account_manager_id": None}),
+    Route("PATCH", "/v1/customers/{alice_customer}", WRITERS, 200, {"name": "Renamed"}),
+    Route("DELETE", "/v1/customers/{alice_customer}", WRITERS, 204),
+    Route("GET", "/v1/domains", SCOPED, 200),
+    Route("GET", "/v1/domains/{alice_domain}", SCOPED, 200),
+    Route("GET", "/v1/domains/{alice_domain}/results", SCOPED, 200),
+    Route("POST", "/v1/domains", WRITERS, 201, {"name": "new.example", "customer_id": 0}),
+    Route("PATCH", "/v1/domains/{alice_domain}", WRITERS, 200, {"tags": ["vip"]}),
+    Route("DELETE", "/v1/domains/{alice_domain}", WRITERS, 204),
+    Route(
+        "POST",
+        "/v1/domains/import",
+        WRITERS,
+        200,
+        {"rows": [{"domain": "imported.example", "customer": "Imported"}]},
+    ),
+    Route("GET", "/v1/sweeps", READERS, 200),
+    Route("GET", "/v1/sweeps/{sweep}", READERS, 200),
+    Route("POST", "/v1/sweeps", WRITERS, 202, {"domains": ["alice.example"], "quick": True}),
+    Route("GET", "/v1/apikeys", ADMIN, 200),
+    Route("GET", "/v1/apikeys/{viewer_key}", ADMIN, 200),
+    Route("POST", "/v1/apikeys", ADMIN, 201, {"role": "viewer", "name": "new"}),
+    Route("DELETE", "/v1/apikeys/{viewer_key}", ADMIN, 200),
+]
+
+
+def _ids(fleet: Fleet) -> dict[str, int]:
+    return {
+        "alice": fleet.alice,
+        "alice_customer": fleet.alice_customer,
+        "alice_domain": fleet.alice_domain,
+        "sweep": fleet.sweep,
+        "viewer_key": fleet.key_ids["viewer"],
+    }
+
+
+def _body(route: Route, fleet: Fleet) -> dict[str, Any] | None:
+    if route.body is not None and route.body.get("customer_id") == 0:
+        return {**route.body, "customer_id": fleet.alice_customer}
+    return route.body
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+async def test_route_role_matrix(
+    client: httpx.AsyncClient, fleet: Fleet, route: Route, role: str
+) -> None:
+    # Given a key of this role, when it calls the route,
+    response = await client.request(
+        route.method,
+        route.path.format(**_ids(fleet)),
+        json=_body(route, fleet),
+        headers=_auth(fleet, role),
+    )
+    # then it is served if the role allows it, and a 403 problem otherwise.
+    if role in route.allowed:
+        assert response.status_code == route.ok, response.text
+    else:
+        body = _assert_problem(response, 403)
+        assert role in body["detail"]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+async def test_every_route_needs_a_key(
+    client: httpx.AsyncClient, fleet: Fleet, route: Route
+) -> None:
+    path = route.path.format(**_ids(fleet))
+    missing = await client.request(route.method, path, json=_body(route, fleet))
+    _assert_problem(missing, 401)
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    bad = await client.request(
+        route.method,
+        path,
+        json=_body(route, fleet),
+        headers={"Authorization": "Bearer tlsf_00000000_not-a-key"},
+    )
+    _assert_problem(bad, 401)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/account-managers/{bob}",
+        "/v1/customers/{bob_customer}",
+        "/v1/domains/{bob_domain}",
+        "/v1/domains/{bob_domain}/results",
+    ],
+)
+async def test_account_manager_gets_404_for_another_managers_things(
+    client: httpx.AsyncClient, fleet: Fleet, path: str
+) -> None:
+    ids = {"bob": fleet.bob, "bob_customer": fleet.bob_customer, "bob_domain": fleet.bob_domain}
+    response = await client.get(path.format(**ids), headers=_auth(fleet, "account_manager"))
+    _assert_problem(response, 404)
+    # The same id exists: a viewer sees it.
+    assert (await client.get(path.format(**ids), headers=_auth(fleet, "viewer"))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "own"),
+    [
+        ("/v1/account-managers", "id", "alice"),
+        ("/v1/customers", "id", "alice_customer"),
+        ("/v1/domains", "id", "alice_domain"),
+    ],
+)
+async def test_account_manager_lists_only_its_own(
+    client: httpx.AsyncClient, fleet: Fleet, path: str, field: str, own: str
+) -> None:
+    response = await client.get(path, headers=_auth(fleet, "account_manager"))
+    assert response.status_code == 200
+    assert [item[field] for item in response.json()["items"]] == [getattr(fleet, own)]
+    everyone = await client.get(path, headers=_auth(fleet, "viewer"))
+    assert len(everyone.json()["items"]) == 2
+
+
+async def test_revoked_key_is_refused(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    revoked = await client.delete(
+        f"/v1/apikeys/{fleet.key_ids['viewer']}", headers=_auth(fleet, "admin")
+    )
+    assert revoked.json()["revoked_at"] is not None
+    response = await client.get("/v1/domains", headers=_auth(fleet, "viewer"))
+    _assert_problem(response, 401)
+
+
+async def test_created_key_works_and_is_stored_as_a_hash(
+    client: httpx.AsyncClient, fleet: Fleet, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    created = await client.post(
+        "/v1/apikeys",
+        json={"role": "account_manager", "account_manager_id": fleet.bob, "name": "bob"},
+        headers=_auth(fleet, "admin"),
+    )
+    assert created.status_code == 201
+    secret = created.json()["key"]
+    assert secret.startswith(f"tlsf_{created.json()['prefix']}_")
+    mine = await client.get("/v1/customers", headers={"Authorization": f"Bearer {secret}"})
+    assert [c["id"] for c in mine.json()["items"]] == [fleet.bob_customer]
+    listed = await client.get("/v1/apikeys", headers=_auth(fleet, "admin"))
+    assert all("key" not in k and "digest" not in k for k in listed.json()["items"])
+    async with session_factory() as session:
+        digests = list(await session.scalars(select(ApiKey.digest)))
+    assert secret not in digests
+    assert all(len(d) == 64 for d in digests)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"role": "account_manager"},
+        {"role": "viewer", "account_manager_id": 1},
+        {"role": "superuser"},
+    ],
+)
+async def test_bad_key_requests_are_422(
+    client: httpx.AsyncClient, fleet: Fleet, body: dict[str, Any]
+) -> None:
+    response = await client.post("/v1/apikeys", json=body, headers=_auth(fleet, "admin"))
+    _assert_problem(response, 422)
+
+
+# -- problems -----------------------------------------------------------------------------
+
+
+async def test_validation_errors_are_problems(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    response = await client.post(
+        "/v1/domains", json={"name": "x.example"}, headers=_auth(fleet, "admin")
+    )
+    body = _assert_problem(response, 422)
+    assert "customer_id" in body["detail"]
+    assert body["errors"][0]["location"] == ["body", "customer_id"]
+
+
+async def test_bad_domain_name_is_a_clear_422(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    response = await client.post(
+        "/v1/domains",
+        json={"name": "bad..name", "customer_id": fleet.alice_customer},
+        headers=_auth(fleet, "admin"),
+    )
+    assert _assert_problem(response, 422)["detail"].startswith("name:")
+
+
+async def test_duplicate_is_409(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    response = await client.post(
+        "/v1/domains",
+        json={"name": "ALICE.example.", "customer_id": fleet.bob_customer},
+        headers=_auth(fleet, "admin"),
+    )
+    _assert_problem(response, 409)
+
+
+async def test_unknown_route_and_id_are_404_problems(
+    client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    _assert_problem(await client.get("/v1/nothing", headers=_auth(fleet, "admin")), 404)
+    _assert_problem(await client.get("/v1/domains/999999", headers=_auth(fleet, "admin")), 404)
+    _assert_problem(await client.get("/v1/sweeps/999999", headers=_auth(fleet, "admin")), 404)
+
+
+async def test_body_over_the_limit_is_413(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    big = b'{"rows": [' + b'{"domain": "x.example", "customer": "c"},' * 120_000 + b"]}"
+    response = await client.post(
+        "/v1/domains/import",
+        content=big,
+        headers={**_auth(fleet, "admin"), "Content-Type": "application/json"},
+    )
+    assert "larger than" in _assert_problem(response, 413)["detail"]
+
+
+async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b" " * (1024 * 1024)
+
+    response = await client.post(
+        "/v1/domains/import",
+        content=chunks(),
+        headers={**_auth(fleet, "admin"), "Content-Type": "application/json"},
+    )
+    _assert_problem(response, 413)
+
+
+# -- pagination -----------------------------------------------------------------------------
+
+
+async def test_pagination_walks_250_items_exactly_once(
+    client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    # Given 250 domains in all (2 from the fleet, 248 imported),
+    rows = [{"domain": f"d{i:03}.example", "customer": "Many"} for i in range(248)]
+    imported = await client.post(
+        "/v1/domains/import", json={"rows": rows}, headers=_auth(fleet, "operator")
+    )
+    assert imported.json()["created"] == 248
+    # when a client follows the next links 40 at a time,
+    seen: list[int] = []
+    url: str | None = "/v1/domains?limit=40"
+    pages = 0
+    while url is not None:
+        response = await client.get(url, headers=_auth(fleet, "viewer"))
+        assert response.status_code == 200
+        page = response.json()
+        seen += [d["id"] for d in page["items"]]
+        url = page["next"]
+        pages += 1
+    # then it sees every domain exactly once, in 7 pages.
+    assert len(seen) == 250
+    assert len(set(seen)) == 250
+    assert pages == 7
+
+
+async def test_limit_has_a_maximum_and_bad_cursors_are_422(
+    client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    _assert_problem(await client.get("/v1/domains?limit=501", headers=_auth(fleet, "admin")), 422)
+    response = await client.get("/v1/domains?cursor=garbage!", headers=_auth(fleet, "admin"))
+    assert "cursor" in _assert_problem(response, 422)["detail"]
+
+
+# -- bulk import ------------------------------------------------------------------------------
+
+
+async def test_import_keeps_good_rows_and_reports_bad_ones(
+    client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    rows = [
+        {"domain": "good1.example", "customer": "Imp", "tags": ["mail"]},
+        {"domain": "bad..example", "customer": "Imp"},
+        {"domain": "good2.example", "customer": "Imp", "account_manager": "Carol"},
+        {"domain": "good1.example", "customer": "Imp"},
+        {"domain": "bücher.example", "customer": "Imp"},
+        {"customer": "Imp"},
+    ]
+    response = await client.post(
+        "/v1/domains/import", json={"rows": rows}, headers=_auth(fleet, "operator")
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["rows"], report["created"], report["rejected"]) == (6, 2, 4)
+    assert [e["row"] for e in report["errors"]] == [2, 3, 4, 6]
+    assert "already listed in row 1" in report["errors"][2]["reason"]
+    listed = await client.get("/v1/domains?limit=500", headers=_auth(fleet, "viewer"))
+    names = {d["name"] for d in listed.json()["items"]}
+    assert {"good1.example", "xn--bcher-kva.example"} <= names
+    assert "bad..example" not in names
+
+
+async def test_import_over_10000_rows_is_413(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    rows = [{"domain": f"d{i}.example", "customer": "c"} for i in range(10_001)]
+    response = await client.post(
+        "/v1/domains/import", json={"rows": rows}, headers=_auth(fleet, "admin")
+    )
+    body = _assert_problem(response, 413)
+    assert "10,000" in body["detail"]
+    assert body["type"].endswith("batch-too-large")
+    assert (await client.get("/v1/domains", headers=_auth(fleet, "admin"))).json()["next"] is None
+
+
+# -- sweeps and results -------------------------------------------------------------------
+
+
+async def test_start_sweep_queues_discovery_and_shows_progress(
+    client: httpx.AsyncClient, fleet: Fleet, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    response = await client.post(
+        "/v1/sweeps", json={"customers": [fleet.alice_customer]}, headers=_auth(fleet, "operator")
+    )
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    assert sweep["status"] == "pending"
+    assert sweep["scope"] == {"customers": [fleet.alice_customer]}
+    assert sweep["progress"]["done"] == 0
+    queue = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await queue.zcard("arq:queue") == 1
+    finally:
+        await queue.aclose()
+    shown = await client.get(f"/v1/sweeps/{sweep['id']}", headers=_auth(fleet, "viewer"))
+    assert shown.json()["id"] == sweep["id"]
+    listed = await client.get("/v1/sweeps", headers=_auth(fleet, "viewer"))
+    assert [s["id"] for s in listed.json()["items"]] == [sweep["id"], fleet.sweep]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"all": True, "domains": ["a.example"]}, {"domains": []}, {"domains": ["bad..x"]}],
+)
+async def test_bad_sweep_scopes_are_422(
+    client: httpx.AsyncClient, fleet: Fleet, body: dict[str, Any]
+) -> None:
+    _assert_problem(await client.post("/v1/sweeps", json=body, headers=_auth(fleet, "admin")), 422)
+
+
+async def test_domain_results_show_the_latest_document(
+    client: httpx.AsyncClient, fleet: Fleet, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    # Given an endpoint of alice's domain with an older and a newer result,
+    async with session_factory() as session:
+        endpoint = Endpoint(ip="192.0.2.1", port=25, service="smtp", host="mx.alice.example")
+        newer = Sweep(kind="adhoc", status="done", scope={"all": True}, options={})
+        session.add_all([endpoint, newer])
+        await session.flush()
+        for sweep_id in (fleet.sweep, newer.id):
+            session.add(
+                DomainEndpoint(
+                    sweep_id=sweep_id,
+                    domain_id=fleet.alice_domain,
+                    endpoint_id=endpoint.id,
+                    host="mx.alice.example",
+                    how="mx",
+                )
+            )
+        now = dt.datetime.now(dt.UTC)
+        for sweep_id, when, label in (
+            (fleet.sweep, now - dt.timedelta(days=1), "old"),
+            (newer.id, now, "new"),
+        ):
+            session.add(
+                ScanResult(
+                    sweep_id=sweep_id,
+                    endpoint_id=endpoint.id,
+                    status="ok",
+                    scanned_at=when,
+                    document={"label": label},
+                )
+            )
+        await session.commit()
+    # when alice's account manager asks for the domain's results,
+    response = await client.get(
+        f"/v1/domains/{fleet.alice_domain}/results", headers=_auth(fleet, "account_manager")
+    )
+    # then there is one endpoint, with the newer document.
+    assert response.status_code == 200
+    body = response.json()
+    assert body["domain"] == "alice.example"
+    assert [(r["endpoint"]["port"], r["document"]) for r in body["results"]] == [
+        (25, {"label": "new"})
+    ]
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+async def test_healthz_readyz_and_metrics(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+    await client.get("/v1/domains", headers=_auth(fleet, "viewer"))
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+    }
+    requests = (
+        "tlsfleet_http_requests_total",
+        (("method", "GET"), ("route", "/v1/domains"), ("status", "200")),
+    )
+    assert samples.get(requests) == 1.0, sorted(samples)
+    latency = ("tlsfleet_http_request_duration_seconds_count", requests[1][:2])
+    assert samples.get(latency) == 1.0
+    assert samples[("tlsfleet_sweeps", (("status", "done"),))] == 1.0
+
+
+async def test_readyz_is_503_when_redis_is_unreachable(
+    database_url: str, engine: AsyncEngine, unused_tcp_port: int
+) -> None:
+    del engine
+    # Given Redis pointed at a port nobody listens on,
+    app = create_app(_settings(database_url, f"redis://127.0.0.1:{unused_tcp_port}/0"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        # then the process is healthy but not ready, and says why.
+        assert (await http.get("/healthz")).status_code == 200
+        response = await http.get("/readyz")
+    body = _assert_problem(response, 503)
+    assert body["unreachable"] == ["Redis"]
+
+
+async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("summary"), (method, path)
+            assert operation.get("description"), (method, path)
+    assert "bearer" in str(document["components"]["securitySchemes"]).lower()

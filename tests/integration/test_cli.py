@@ -77,24 +77,6 @@ def test_unreachable_endpoint_exits_1_with_its_error() -> None:
     assert doc["error"]["kind"] == "refused"
 
 
-def test_demo_scans_the_local_fleet() -> None:
-    proc = run("demo", "--json", timeout=300)
-    assert proc.returncode == 1, proc.stderr  # one demo endpoint has no STARTTLS at all
-    docs = [json.loads(line) for line in proc.stdout.splitlines()]
-    by_name = {(d["target"]["host"], d["target"]["ip"]): d for d in docs}
-    assert len(docs) == 8
-    kinds = sorted(d["error"]["kind"] for d in docs if d["status"] == "error")
-    assert kinds == ["starttls_not_offered"]
-    statuses = sorted(d["certificate"]["status"] for d in docs if d["certificate"])
-    assert statuses == [
-        "expired", "hostname_mismatch", "self_signed", "valid", "valid", "valid", "valid",
-    ]  # fmt: skip
-    old = next(d for (host, _), d in by_name.items() if host == "www.old.demo")
-    assert [v for v, ok in old["protocols"].items() if ok] == ["TLSv1.0", "TLSv1.1"]
-    clear = [d for d in docs if d["auth"] and d["auth"]["plaintext_before_tls"]]
-    assert len(clear) == 2
-
-
 def test_table_output_names_every_endpoint(pki: Pki) -> None:
     with running(TlsServer(pki.server_context(LEGACY), ip="127.0.32.4")) as server:
         proc = run(

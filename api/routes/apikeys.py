@@ -14,7 +14,7 @@ from api.schemas.apikeys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from api.schemas.common import Page, problems
 from fleet.repositories import apikeys
 
-router = APIRouter(prefix="/v1/apikeys", tags=["API keys"], responses=problems(401, 403))
+router = APIRouter(prefix="/v1/apikeys", tags=["API keys"], responses=problems(401, 403, 422))
 log = logging.getLogger(__name__)
 
 

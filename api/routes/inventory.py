@@ -7,6 +7,7 @@ operator.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -330,6 +331,8 @@ async def update_domain(
         changes["tags"] = _tags(body.tags)
     if body.active is not None:
         changes["active"] = body.active
+    if changes:
+        changes["updated_at"] = dt.datetime.now(dt.UTC)
     for field, value in changes.items():
         setattr(domain, field, value)
     await session.flush()

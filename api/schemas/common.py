@@ -34,8 +34,24 @@ class Problem(BaseModel):
     instance: str = Field(description="the request path")
 
 
+def _page_example(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """An example page built from the item model's first example."""
+    args = cls.__pydantic_generic_metadata__["args"]
+    item = args[0] if args else None
+    extra = getattr(item, "model_config", {}).get("json_schema_extra")
+    examples = extra.get("examples", []) if isinstance(extra, dict) else []
+    schema["examples"] = [
+        {
+            "items": examples[:1],
+            "next": "/v1/items?limit=1&cursor=eyJpZCI6MX0",
+        }
+    ]
+
+
 class Page(BaseModel, Generic[T]):
     """One page of a list. Follow ``next`` (or pass ``cursor``) until it is null."""
+
+    model_config = ConfigDict(json_schema_extra=_page_example)
 
     items: list[T]
     next: str | None = Field(
@@ -60,7 +76,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": Problem,
             "description": words.get(status, "problem"),
-            "content": {"application/problem+json": {}},
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
         }
         for status in statuses
     }

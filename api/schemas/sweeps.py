@@ -122,5 +122,18 @@ class EndpointResultRead(BaseModel):
 
 
 class DomainResults(BaseModel):
+    """A domain's endpoints with their latest result documents."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "domain": "example.org",
+                    "results": EndpointResultRead.model_config["json_schema_extra"]["examples"],  # type: ignore[index]
+                }
+            ]
+        }
+    )
+
     domain: str
     results: list[EndpointResultRead]

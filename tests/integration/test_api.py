@@ -5,6 +5,7 @@ bulk import, body limits, health, readiness and metrics."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -346,6 +347,38 @@ async def test_unknown_route_and_id_are_404_problems(
     _assert_problem(await client.get("/v1/sweeps/999999", headers=_auth(fleet, "admin")), 404)
 
 
+async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    _assert_problem(await client.put("/v1/domains", headers=_auth(fleet, "admin")), 405)
+
+
+async def test_domain_update_moves_updated_at(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    path = f"/v1/domains/{fleet.alice_domain}"
+    before = (await client.get(path, headers=_auth(fleet, "admin"))).json()
+    after = await client.patch(
+        path, json={"tags": ["b", "a", "a"], "active": False}, headers=_auth(fleet, "admin")
+    )
+    assert after.json()["tags"] == ["a", "b"]
+    assert after.json()["active"] is False
+    assert after.json()["updated_at"] > before["updated_at"]
+
+
+async def test_secrets_are_never_logged(
+    client: httpx.AsyncClient, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    created = await client.post(
+        "/v1/apikeys", json={"role": "viewer"}, headers=_auth(fleet, "admin")
+    )
+    secret = created.json()["key"]
+    await client.get("/v1/domains", headers={"Authorization": f"Bearer {secret}"})
+    await client.delete(f"/v1/apikeys/{created.json()['id']}", headers=_auth(fleet, "admin"))
+    await client.get("/v1/domains", headers={"Authorization": f"Bearer {secret}"})
+    assert created.json()["prefix"] in caplog.text
+    for key in [secret, *fleet.keys.values()]:
+        assert key not in caplog.text
+        assert key.rsplit("_", 1)[1] not in caplog.text
+
+
 async def test_body_over_the_limit_is_413(client: httpx.AsyncClient, fleet: Fleet) -> None:
     big = b'{"rows": [' + b'{"domain": "x.example", "customer": "c"},' * 120_000 + b"]}"
     response = await client.post(
@@ -570,10 +603,51 @@ async def test_readyz_is_503_when_redis_is_unreachable(
     assert body["unreachable"] == ["Redis"]
 
 
+async def test_sweep_start_is_503_when_redis_is_unreachable(
+    database_url: str, engine: AsyncEngine, unused_tcp_port: int, fleet: Fleet
+) -> None:
+    del engine
+    app = create_app(_settings(database_url, f"redis://127.0.0.1:{unused_tcp_port}/0"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        response = await http.post(
+            "/v1/sweeps", json={"all": True}, headers=_auth(fleet, "operator")
+        )
+        assert "Redis" in _assert_problem(response, 503)["detail"]
+        # The rest of the API still works.
+        assert (await http.get("/v1/domains", headers=_auth(fleet, "viewer"))).status_code == 200
+
+
+def _has_example(document: dict[str, Any], operation: dict[str, Any]) -> bool:
+    """Whether the operation's success response (or its request body) has an example,
+    directly or on the schema it refers to; a 204 has no body to show."""
+    schemas = document["components"]["schemas"]
+    if set(operation["responses"]) & {"200", "201", "202"} == set():
+        return "204" in operation["responses"]  # nothing to show but the status
+    places = [
+        response.get("content", {})
+        for status, response in operation["responses"].items()
+        if status.startswith("2")
+    ]
+    places.append(operation.get("requestBody", {}).get("content", {}))
+    for content in places:
+        for media in content.values():
+            if "example" in media or "examples" in media:
+                return True
+            ref = media.get("schema", {}).get("$ref", "")
+            if ref and "examples" in schemas[ref.rsplit("/", 1)[1]]:
+                return True
+    return False
+
+
 async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             assert operation.get("summary"), (method, path)
             assert operation.get("description"), (method, path)
+            assert "HTTPValidationError" not in str(operation), (method, path)
+            assert _has_example(document, operation), (method, path)
     assert "bearer" in str(document["components"]["securitySchemes"]).lower()

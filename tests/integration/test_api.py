@@ -603,6 +603,20 @@ async def test_readyz_is_503_when_redis_is_unreachable(
     assert body["unreachable"] == ["Redis"]
 
 
+async def test_readyz_is_503_when_postgresql_is_unreachable(
+    redis_url: str, unused_tcp_port: int
+) -> None:
+    app = create_app(_settings(f"postgresql://nobody@127.0.0.1:{unused_tcp_port}/none", redis_url))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        assert (await http.get("/healthz")).status_code == 200
+        response = await http.get("/readyz")
+        assert (await http.get("/metrics")).status_code == 200
+    assert _assert_problem(response, 503)["unreachable"] == ["PostgreSQL"]
+
+
 async def test_sweep_start_is_503_when_redis_is_unreachable(
     database_url: str, engine: AsyncEngine, unused_tcp_port: int, fleet: Fleet
 ) -> None:

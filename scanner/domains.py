@@ -34,7 +34,16 @@ from scanner.models import (
 )
 from scanner.services import service_named
 
-__all__ = ["DomainProgress", "domain_result", "invalid_domain", "scan_domains"]
+__all__ = [
+    "DISCOVERIES_IN_FLIGHT",
+    "DomainProgress",
+    "domain_result",
+    "invalid_domain",
+    "scan_domains",
+]
+
+#: Domains discovered at once (see fleet.sweeps for what unbounded fan-out did).
+DISCOVERIES_IN_FLIGHT = 200
 
 
 @dataclass(slots=True)
@@ -87,8 +96,11 @@ async def scan_domains(
     progress.domains = len(names)
     progress.changed()
 
+    slots = asyncio.Semaphore(DISCOVERIES_IN_FLIGHT)
+
     async def discovered(name: str) -> Discovery:
-        found = await discover(name, resolver)
+        async with slots:  # thousands at once would stall the loop into DNS timeouts
+            found = await discover(name, resolver)
         progress.discovered += 1
         progress.changed()
         return found

@@ -465,7 +465,7 @@ async def test_unknown_dialogue_is_a_caller_error() -> None:
 
 def test_full_smtp_path_on_uvloop() -> None:
     # The probe engine may run on uvloop: the same upgrade path must hold there.
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # a dependency of the project's "fast" extra, installed by ./dev
 
     async def scenario() -> tuple[bool, tuple[str, ...], bool]:
         async with serve(_server("smtp", vulnerable=True)) as addr:

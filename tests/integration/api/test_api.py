@@ -5,140 +5,41 @@ bulk import, body limits, health, readiness and metrics."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
+import pkgutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+import tests.integration.api as api_tests
 from api.app import create_app
-from fleet.db.models import (
-    AccountManager,
-    ApiKey,
-    Customer,
-    Domain,
-    DomainEndpoint,
-    Endpoint,
-    ScanResult,
-    Sweep,
+from fleet.db.models import ApiKey, DomainEndpoint, Endpoint, ScanResult, Sweep
+from tests.integration.api.harness import (
+    ADMIN,
+    READERS,
+    ROLES,
+    SCOPED,
+    WRITERS,
+    Fleet,
+    Route,
+    assert_problem,
+    auth,
+    check_route_needs_a_key,
+    check_route_role,
+    settings_for,
 )
-from fleet.repositories import apikeys
-from fleet.settings import Settings
 
-ROLES = ("admin", "operator", "viewer", "account_manager")
-PROBLEM = "application/problem+json"
-
-
-@dataclass(frozen=True, slots=True)
-class Fleet:
-    """What every test starts with: two account managers (alice, bob), a customer and a
-    domain each, a sweep, and one API key per role (the account manager's is alice's)."""
-
-    alice: int
-    bob: int
-    alice_customer: int
-    bob_customer: int
-    alice_domain: int
-    bob_domain: int
-    sweep: int
-    keys: dict[str, str]
-    key_ids: dict[str, int]
-
-
-def _settings(database_url: str, redis_url: str) -> Settings:
-    return Settings(database_url=SecretStr(database_url), redis_url=SecretStr(redis_url))
-
-
-@pytest.fixture
-async def app(database_url: str, redis_url: str, engine: AsyncEngine) -> AsyncIterator[FastAPI]:
-    """The application on this run's database (tables truncated after the test by
-    ``engine``) and Redis, with its lifespan running."""
-    del engine  # requested for its clean-up
-    application = create_app(_settings(database_url, redis_url), max_body_bytes=4 * 1024 * 1024)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api.test"
-    ) as http:
-        yield http
-
-
-@pytest.fixture
-async def fleet(session_factory: async_sessionmaker[AsyncSession]) -> Fleet:
-    async with session_factory() as session:
-        alice = AccountManager(name="Alice", email="alice@example.net")
-        bob = AccountManager(name="Bob", email="bob@example.net")
-        session.add_all([alice, bob])
-        await session.flush()
-        ca = Customer(name="Alice's customer", account_manager_id=alice.id)
-        cb = Customer(name="Bob's customer", account_manager_id=bob.id)
-        session.add_all([ca, cb])
-        await session.flush()
-        da = Domain(name="alice.example", customer_id=ca.id, tags=[])
-        db = Domain(name="bob.example", customer_id=cb.id, tags=[])
-        sweep = Sweep(kind="adhoc", status="done", scope={"all": True}, options={})
-        session.add_all([da, db, sweep])
-        await session.flush()
-        keys: dict[str, str] = {}
-        key_ids: dict[str, int] = {}
-        for role in ROLES:
-            new = await apikeys.create_key(
-                session,
-                role=role,
-                name=role,
-                account_manager_id=alice.id if role == "account_manager" else None,
-            )
-            keys[role] = new.secret
-            key_ids[role] = new.key.id
-        await session.commit()
-        return Fleet(alice.id, bob.id, ca.id, cb.id, da.id, db.id, sweep.id, keys, key_ids)
-
-
-def _auth(fleet: Fleet, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {fleet.keys[role]}"}
-
-
-def _assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("urn:tlsfleet:problem:")
-    assert isinstance(body["title"], str)
-    assert body["title"]
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    assert body["instance"] == response.request.url.path
-    return body
-
+_assert_problem = assert_problem
+_auth = auth
+_settings = settings_for
 
 # -- the route × role matrix ------------------------------------------------------------------
-
-READERS = {"admin", "operator", "viewer"}
-SCOPED = READERS | {"account_manager"}
-WRITERS = {"admin", "operator"}
-ADMIN = {"admin"}
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    method: str
-    path: str
-    allowed: set[str]
-    ok: int
-    body: dict[str, Any] | None = None
-
 
 ROUTES = [
     Route("GET", "/v1/account-managers", SCOPED, 200),
@@ -154,7 +55,13 @@ ROUTES = [
     Route("GET", "/v1/domains", SCOPED, 200),
     Route("GET", "/v1/domains/{alice_domain}", SCOPED, 200),
     Route("GET", "/v1/domains/{alice_domain}/results", SCOPED, 200),
-    Route("POST", "/v1/domains", WRITERS, 201, {"name": "new.example", "customer_id": 0}),
+    Route(
+        "POST",
+        "/v1/domains",
+        WRITERS,
+        201,
+        {"name": "new.example", "customer_id": "{alice_customer}"},
+    ),
     Route("PATCH", "/v1/domains/{alice_domain}", WRITERS, 200, {"tags": ["vip"]}),
     Route("DELETE", "/v1/domains/{alice_domain}", WRITERS, 204),
     Route(
@@ -174,57 +81,52 @@ ROUTES = [
 ]
 
 
-def _ids(fleet: Fleet) -> dict[str, int]:
-    return {
-        "alice": fleet.alice,
-        "alice_customer": fleet.alice_customer,
-        "alice_domain": fleet.alice_domain,
-        "sweep": fleet.sweep,
-        "viewer_key": fleet.key_ids["viewer"],
-    }
-
-
-def _body(route: Route, fleet: Fleet) -> dict[str, Any] | None:
-    if route.body is not None and route.body.get("customer_id") == 0:
-        return {**route.body, "customer_id": fleet.alice_customer}
-    return route.body
-
-
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+@pytest.mark.parametrize("route", ROUTES, ids=str)
 async def test_route_role_matrix(
     client: httpx.AsyncClient, fleet: Fleet, route: Route, role: str
 ) -> None:
-    # Given a key of this role, when it calls the route,
-    response = await client.request(
-        route.method,
-        route.path.format(**_ids(fleet)),
-        json=_body(route, fleet),
-        headers=_auth(fleet, role),
-    )
-    # then it is served if the role allows it, and a 403 problem otherwise.
-    if role in route.allowed:
-        assert response.status_code == route.ok, response.text
-    else:
-        body = _assert_problem(response, 403)
-        assert role in body["detail"]
+    await check_route_role(client, fleet, route, role)
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+@pytest.mark.parametrize("route", ROUTES, ids=str)
 async def test_every_route_needs_a_key(
     client: httpx.AsyncClient, fleet: Fleet, route: Route
 ) -> None:
-    path = route.path.format(**_ids(fleet))
-    missing = await client.request(route.method, path, json=_body(route, fleet))
-    _assert_problem(missing, 401)
-    assert missing.headers["www-authenticate"].startswith("Bearer")
-    bad = await client.request(
-        route.method,
-        path,
-        json=_body(route, fleet),
-        headers={"Authorization": "Bearer tlsf_00000000_not-a-key"},
-    )
-    _assert_problem(bad, 401)
+    await check_route_needs_a_key(client, fleet, route)
+
+
+def _all_matrix_routes() -> set[tuple[str, str]]:
+    """(method, path template) of every route in some test module's ``ROUTES``."""
+    listed: set[tuple[str, str]] = set()
+    for module in pkgutil.iter_modules(api_tests.__path__):
+        if module.name.startswith("test_"):
+            routes = getattr(
+                importlib.import_module(f"{api_tests.__name__}.{module.name}"), "ROUTES", []
+            )
+            listed |= {(r.method, r.path) for r in routes}
+    return listed
+
+
+def _template(path: str) -> str:
+    """A matrix path with its ids named generically: ``/v1/domains/{alice_domain}`` →
+    ``/v1/domains/{}``."""
+    import re
+
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+async def test_every_operation_is_in_the_role_matrix(client: httpx.AsyncClient) -> None:
+    # Every /v1 operation of the OpenAPI document is checked for every role somewhere.
+    document = (await client.get("/openapi.json")).json()
+    operations = {
+        (method.upper(), _template(path))
+        for path, item in document["paths"].items()
+        if path.startswith("/v1/")
+        for method in item
+    }
+    covered = {(method, _template(path)) for method, path in _all_matrix_routes()}
+    assert operations - covered == set()
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,12 @@ operator.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import queries
 from api.deps import ScopedReader, SessionDep, Writer
 from api.errors import BatchTooLarge, Invalid, NotFound
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
@@ -34,7 +35,8 @@ from api.schemas.inventory import (
 )
 from fleet.db.models import AccountManager, Customer, Domain
 from fleet.inventory import RawRow, parse_tags, validate_email, validate_rows
-from fleet.repositories.inventory import upsert_inventory
+from fleet.repositories import inventory as repo
+from fleet.repositories.inventory import InventoryModel, upsert_inventory
 from scanner.discovery import normalise_domain
 from scanner.errors import TargetError
 
@@ -62,13 +64,46 @@ def _tags(value: list[str]) -> list[str]:
         raise Invalid(f"tags: {exc}") from None
 
 
+R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
+
+
+def _found(row: R | None, what: str) -> R:
+    """``row``, or a 404 problem saying there is no ``what``."""
+    if row is None:
+        raise NotFound(f"no {what}")
+    return row
+
+
+def _page(request: Request, rows: list[Any], limit: int, schema: type[M]) -> Page[M]:
+    items, link = next_link(request, rows, limit)
+    return Page[schema](items=[schema.model_validate(row) for row in items], next=link)  # type: ignore[valid-type]
+
+
+async def _saved(session: AsyncSession, row: InventoryModel, schema: type[M]) -> M:
+    """Commit the request's change to ``row`` and return it as ``schema``."""
+    await session.flush()
+    await session.commit()
+    await session.refresh(row)
+    return schema.model_validate(row)
+
+
+async def _deleted(
+    session: AsyncSession, model: type[InventoryModel], row_id: int, what: str
+) -> Response:
+    if not await repo.delete_row(session, model, row_id):
+        raise NotFound(f"no {what} {row_id}")
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 async def _manager_exists(session: SessionDep, manager_id: int | None) -> None:
-    if manager_id is not None and await queries.get_manager(session, manager_id) is None:
+    if manager_id is not None and await repo.get_manager(session, manager_id) is None:
         raise Invalid(f"no account manager {manager_id}")
 
 
 async def _customer_exists(session: SessionDep, customer_id: int) -> None:
-    if await queries.get_customer(session, customer_id) is None:
+    if await repo.get_customer(session, customer_id) is None:
         raise Invalid(f"no customer {customer_id}")
 
 
@@ -84,11 +119,10 @@ async def list_managers(
     cursor: CursorQuery = None,
 ) -> Page[AccountManagerRead]:
     """Account managers in id order (an account manager's key sees only itself)."""
-    rows = await queries.list_managers(
+    rows = await repo.list_managers(
         session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
     )
-    items, link = next_link(request, rows, limit)
-    return Page(items=[AccountManagerRead.model_validate(m) for m in items], next=link)
+    return _page(request, rows, limit, AccountManagerRead)
 
 
 @router.post(
@@ -103,10 +137,7 @@ async def create_manager(
     """Create an account manager; the e-mail address is unique (409 otherwise)."""
     manager = AccountManager(name=body.name.strip(), email=_email(body.email))
     session.add(manager)
-    await session.flush()
-    await session.commit()
-    await session.refresh(manager)
-    return AccountManagerRead.model_validate(manager)
+    return await _saved(session, manager, AccountManagerRead)
 
 
 @router.get(
@@ -116,9 +147,10 @@ async def get_manager(
     manager_id: int, session: SessionDep, caller: ScopedReader
 ) -> AccountManagerRead:
     """One account manager."""
-    manager = await queries.get_manager(session, manager_id, manager=caller.scope)
-    if manager is None:
-        raise NotFound(f"no account manager {manager_id}")
+    manager = _found(
+        await repo.get_manager(session, manager_id, manager=caller.scope),
+        f"account manager {manager_id}",
+    )
     return AccountManagerRead.model_validate(manager)
 
 
@@ -131,16 +163,12 @@ async def update_manager(
     manager_id: int, body: AccountManagerUpdate, session: SessionDep, _caller: Writer
 ) -> AccountManagerRead:
     """Change the name or e-mail address."""
-    manager = await queries.get_manager(session, manager_id)
-    if manager is None:
-        raise NotFound(f"no account manager {manager_id}")
+    manager = _found(await repo.get_manager(session, manager_id), f"account manager {manager_id}")
     if body.name is not None:
         manager.name = body.name.strip()
     if body.email is not None:
         manager.email = _email(body.email)
-    await session.flush()
-    await session.commit()
-    return AccountManagerRead.model_validate(manager)
+    return await _saved(session, manager, AccountManagerRead)
 
 
 @router.delete(
@@ -152,10 +180,7 @@ async def update_manager(
 async def delete_manager(manager_id: int, session: SessionDep, _caller: Writer) -> Response:
     """Delete an account manager; their customers stay, without an account manager,
     and keys bound to them are deleted."""
-    if not await queries.delete_by_id(session, AccountManager, manager_id):
-        raise NotFound(f"no account manager {manager_id}")
-    await session.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return await _deleted(session, AccountManager, manager_id, "account manager")
 
 
 # -- customers ------------------------------------------------------------------------------
@@ -168,13 +193,19 @@ async def list_customers(
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
+    account_manager_id: Annotated[
+        int | None, Query(description="only this account manager's customers")
+    ] = None,
 ) -> Page[CustomerRead]:
     """Customers in id order (an account manager's key sees only its customers)."""
-    rows = await queries.list_customers(
-        session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
+    rows = await repo.list_customers(
+        session,
+        after=decode_cursor(cursor),
+        limit=limit,
+        manager=caller.scope,
+        account_manager_id=account_manager_id,
     )
-    items, link = next_link(request, rows, limit)
-    return Page(items=[CustomerRead.model_validate(c) for c in items], next=link)
+    return _page(request, rows, limit, CustomerRead)
 
 
 @router.post(
@@ -190,18 +221,16 @@ async def create_customer(
     await _manager_exists(session, body.account_manager_id)
     customer = Customer(name=body.name.strip(), account_manager_id=body.account_manager_id)
     session.add(customer)
-    await session.flush()
-    await session.commit()
-    await session.refresh(customer)
-    return CustomerRead.model_validate(customer)
+    return await _saved(session, customer, CustomerRead)
 
 
 @router.get("/customers/{customer_id}", summary="Show a customer", responses=problems(404))
 async def get_customer(customer_id: int, session: SessionDep, caller: ScopedReader) -> CustomerRead:
     """One customer (404 for another account manager's customer)."""
-    customer = await queries.get_customer(session, customer_id, manager=caller.scope)
-    if customer is None:
-        raise NotFound(f"no customer {customer_id}")
+    customer = _found(
+        await repo.get_customer(session, customer_id, manager=caller.scope),
+        f"customer {customer_id}",
+    )
     return CustomerRead.model_validate(customer)
 
 
@@ -210,17 +239,13 @@ async def update_customer(
     customer_id: int, body: CustomerUpdate, session: SessionDep, _caller: Writer
 ) -> CustomerRead:
     """Rename a customer or change (``null``: remove) its account manager."""
-    customer = await queries.get_customer(session, customer_id)
-    if customer is None:
-        raise NotFound(f"no customer {customer_id}")
+    customer = _found(await repo.get_customer(session, customer_id), f"customer {customer_id}")
     if body.name is not None:
         customer.name = body.name.strip()
     if "account_manager_id" in body.model_fields_set:
         await _manager_exists(session, body.account_manager_id)
         customer.account_manager_id = body.account_manager_id
-    await session.flush()
-    await session.commit()
-    return CustomerRead.model_validate(customer)
+    return await _saved(session, customer, CustomerRead)
 
 
 @router.delete(
@@ -231,10 +256,7 @@ async def update_customer(
 )
 async def delete_customer(customer_id: int, session: SessionDep, _caller: Writer) -> Response:
     """Delete a customer and its domains (their scan history stays with the sweeps)."""
-    if not await queries.delete_by_id(session, Customer, customer_id):
-        raise NotFound(f"no customer {customer_id}")
-    await session.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return await _deleted(session, Customer, customer_id, "customer")
 
 
 # -- domains --------------------------------------------------------------------------------
@@ -247,13 +269,24 @@ async def list_domains(
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
+    customer_id: Annotated[int | None, Query(description="only this customer's domains")] = None,
+    tag: Annotated[
+        str | None, Query(max_length=64, description="only domains with this tag")
+    ] = None,
+    active: Annotated[bool | None, Query(description="only (in)active domains")] = None,
 ) -> Page[DomainRead]:
-    """Domains in id order (an account manager's key sees only its customers' domains)."""
-    rows = await queries.list_domains(
-        session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
+    """Domains in id order (an account manager's key sees only its customers' domains),
+    optionally only one customer's, those with a tag, or only (in)active ones."""
+    rows = await repo.list_domains(
+        session,
+        after=decode_cursor(cursor),
+        limit=limit,
+        manager=caller.scope,
+        customer_id=customer_id,
+        tag=tag,
+        active=active,
     )
-    items, link = next_link(request, rows, limit)
-    return Page(items=[DomainRead.model_validate(d) for d in items], next=link)
+    return _page(request, rows, limit, DomainRead)
 
 
 @router.post(
@@ -269,10 +302,7 @@ async def create_domain(body: DomainCreate, session: SessionDep, _caller: Writer
     await _customer_exists(session, body.customer_id)
     domain = Domain(name=name, customer_id=body.customer_id, tags=tags)
     session.add(domain)
-    await session.flush()
-    await session.commit()
-    await session.refresh(domain)
-    return DomainRead.model_validate(domain)
+    return await _saved(session, domain, DomainRead)
 
 
 @router.post(
@@ -309,9 +339,9 @@ async def import_domains(body: DomainImport, session: SessionDep, _caller: Write
 @router.get("/domains/{domain_id}", summary="Show a domain", responses=problems(404))
 async def get_domain(domain_id: int, session: SessionDep, caller: ScopedReader) -> DomainRead:
     """One domain (404 for a domain of another account manager's customer)."""
-    domain = await queries.get_domain(session, domain_id, manager=caller.scope)
-    if domain is None:
-        raise NotFound(f"no domain {domain_id}")
+    domain = _found(
+        await repo.get_domain(session, domain_id, manager=caller.scope), f"domain {domain_id}"
+    )
     return DomainRead.model_validate(domain)
 
 
@@ -320,9 +350,7 @@ async def update_domain(
     domain_id: int, body: DomainUpdate, session: SessionDep, _caller: Writer
 ) -> DomainRead:
     """Move a domain to another customer, replace its tags, or (de)activate it."""
-    domain = await queries.get_domain(session, domain_id)
-    if domain is None:
-        raise NotFound(f"no domain {domain_id}")
+    domain = _found(await repo.get_domain(session, domain_id), f"domain {domain_id}")
     changes: dict[str, Any] = {}
     if body.customer_id is not None:
         await _customer_exists(session, body.customer_id)
@@ -335,10 +363,7 @@ async def update_domain(
         changes["updated_at"] = dt.datetime.now(dt.UTC)
     for field, value in changes.items():
         setattr(domain, field, value)
-    await session.flush()
-    await session.commit()
-    await session.refresh(domain)
-    return DomainRead.model_validate(domain)
+    return await _saved(session, domain, DomainRead)
 
 
 @router.delete(
@@ -349,7 +374,4 @@ async def update_domain(
 )
 async def delete_domain(domain_id: int, session: SessionDep, _caller: Writer) -> Response:
     """Delete a domain (and its discovery records)."""
-    if not await queries.delete_by_id(session, Domain, domain_id):
-        raise NotFound(f"no domain {domain_id}")
-    await session.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return await _deleted(session, Domain, domain_id, "domain")

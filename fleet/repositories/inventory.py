@@ -1,4 +1,10 @@
-"""The inventory: account managers, customers and domains; the domains of a sweep scope."""
+"""The inventory: account managers, customers and domains; the domains of a sweep scope.
+
+Lists are keyset pages: ``after`` is the last id of the previous page, and a list
+returns up to ``limit + 1`` rows so that the caller knows whether there is a next one.
+``manager`` scopes a read to one account manager's customers (None: everything). Like
+every repository, these functions only flush; the caller commits.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import Select, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,12 +22,23 @@ from fleet.repositories._sql import any_int, any_text, table_of
 
 __all__ = [
     "DomainRef",
+    "InventoryModel",
     "UpsertCounts",
+    "delete_row",
     "domains_in_scope",
+    "get_customer",
+    "get_domain",
+    "get_manager",
     "iter_inventory",
+    "list_customers",
+    "list_domains",
+    "list_managers",
     "upsert_inventory",
     "validate_scope",
 ]
+
+#: The three inventory tables.
+InventoryModel = AccountManager | Customer | Domain
 
 #: Records per batch in :func:`upsert_inventory`.
 BATCH = 1000
@@ -262,3 +279,103 @@ async def domains_in_scope(session: AsyncSession, scope: Mapping[str, Any]) -> l
         stmt = stmt.where(any_text(Domain.name, checked["domains"]))
     rows = await session.execute(stmt.order_by(Domain.name))
     return [DomainRef(id_, name, customer) for id_, name, customer in rows]
+
+
+# -- reads and deletes for the API --------------------------------------------------------------
+
+
+async def _page(
+    session: AsyncSession, stmt: Select[Any], column: Any, after: int | None, limit: int
+) -> list[Any]:
+    if after is not None:
+        stmt = stmt.where(column > after)
+    return list((await session.scalars(stmt.order_by(column).limit(limit + 1))).all())
+
+
+async def list_managers(
+    session: AsyncSession, *, after: int | None, limit: int, manager: int | None = None
+) -> list[AccountManager]:
+    """Account managers in id order (``manager``: only that one)."""
+    stmt = select(AccountManager)
+    if manager is not None:
+        stmt = stmt.where(AccountManager.id == manager)
+    return await _page(session, stmt, AccountManager.id, after, limit)
+
+
+async def get_manager(
+    session: AsyncSession, manager_id: int, *, manager: int | None = None
+) -> AccountManager | None:
+    if manager is not None and manager != manager_id:
+        return None
+    return await session.get(AccountManager, manager_id)
+
+
+def _customers(manager: int | None, account_manager_id: int | None) -> Select[Customer]:
+    stmt = select(Customer)
+    for value in {manager, account_manager_id} - {None}:
+        stmt = stmt.where(Customer.account_manager_id == value)
+    return stmt
+
+
+async def list_customers(
+    session: AsyncSession,
+    *,
+    after: int | None,
+    limit: int,
+    manager: int | None = None,
+    account_manager_id: int | None = None,
+) -> list[Customer]:
+    """Customers in id order, optionally only one account manager's."""
+    stmt = _customers(manager, account_manager_id)
+    return await _page(session, stmt, Customer.id, after, limit)
+
+
+async def get_customer(
+    session: AsyncSession, customer_id: int, *, manager: int | None = None
+) -> Customer | None:
+    return await session.scalar(_customers(manager, None).where(Customer.id == customer_id))
+
+
+def _domains(manager: int | None) -> Select[Domain]:
+    stmt = select(Domain)
+    if manager is not None:
+        stmt = stmt.join(Customer, Customer.id == Domain.customer_id).where(
+            Customer.account_manager_id == manager
+        )
+    return stmt
+
+
+async def list_domains(
+    session: AsyncSession,
+    *,
+    after: int | None,
+    limit: int,
+    manager: int | None = None,
+    customer_id: int | None = None,
+    tag: str | None = None,
+    active: bool | None = None,
+) -> list[Domain]:
+    """Domains in id order, optionally of one customer, with a tag, (in)active."""
+    stmt = _domains(manager)
+    if customer_id is not None:
+        stmt = stmt.where(Domain.customer_id == customer_id)
+    if tag is not None:
+        stmt = stmt.where(Domain.tags.contains([tag]))
+    if active is not None:
+        stmt = stmt.where(Domain.active.is_(active))
+    return await _page(session, stmt, Domain.id, after, limit)
+
+
+async def get_domain(
+    session: AsyncSession, domain_id: int, *, manager: int | None = None
+) -> Domain | None:
+    return await session.scalar(_domains(manager).where(Domain.id == domain_id))
+
+
+async def delete_row(session: AsyncSession, model: type[InventoryModel], row_id: int) -> bool:
+    """Delete one inventory row by id (the database cascades); False if there was none.
+
+    A Core DELETE: the ORM would load relationships (``lazy="raise"``) to cascade.
+    """
+    deleted = await session.scalar(delete(model).where(model.id == row_id).returning(model.id))
+    return deleted is not None

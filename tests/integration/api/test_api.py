@@ -567,3 +567,43 @@ async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> N
             assert "HTTPValidationError" not in str(operation), (method, path)
             assert _has_example(document, operation), (method, path)
     assert "bearer" in str(document["components"]["securitySchemes"]).lower()
+
+
+# -- list filters -----------------------------------------------------------------------------
+
+
+async def test_domain_and_customer_lists_filter(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    # Given alice's customer with two more domains, one tagged and inactive,
+    for name, tags, active in (("t1.example", ["vip"], False), ("t2.example", [], True)):
+        created = await client.post(
+            "/v1/domains",
+            json={"name": name, "customer_id": fleet.alice_customer, "tags": tags},
+            headers=_auth(fleet, "admin"),
+        )
+        if not active:
+            await client.patch(
+                f"/v1/domains/{created.json()['id']}",
+                json={"active": False},
+                headers=_auth(fleet, "admin"),
+            )
+
+    async def names(url: str, role: str = "viewer") -> list[str]:
+        response = await client.get(url, headers=_auth(fleet, role))
+        assert response.status_code == 200, response.text
+        return sorted(item["name"] for item in response.json()["items"])
+
+    # then each filter selects exactly its domains, and they combine;
+    own = f"customer_id={fleet.alice_customer}"
+    assert await names(f"/v1/domains?{own}") == ["alice.example", "t1.example", "t2.example"]
+    assert await names("/v1/domains?tag=vip") == ["t1.example"]
+    assert await names("/v1/domains?active=false") == ["t1.example"]
+    assert await names(f"/v1/domains?{own}&active=true") == ["alice.example", "t2.example"]
+    # a filter stays on the next page's link;
+    first = await client.get(f"/v1/domains?{own}&limit=1", headers=_auth(fleet, "viewer"))
+    assert "customer_id=" in first.json()["next"]
+    # customers filter by account manager;
+    assert await names(f"/v1/customers?account_manager_id={fleet.bob}") == ["Bob's customer"]
+    # and an account manager filtering on another manager's things sees nothing.
+    bobs = f"/v1/domains?customer_id={fleet.bob_customer}"
+    assert await names(bobs, "account_manager") == []
+    assert await names(f"/v1/customers?account_manager_id={fleet.bob}", "account_manager") == []

@@ -1,4 +1,4 @@
-"""The API's queries on the inventory, sweeps and results.
+"""The API's queries on the inventory.
 
 These belong with the repositories in :mod:`fleet.repositories` (the rule: all SQL
 there); they live here only until those modules can take them (issue 5 follow-up). Like
@@ -11,27 +11,22 @@ returns up to ``limit + 1`` rows so that the caller knows whether there is a nex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, text
+from sqlalchemy import Select, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.db.models import AccountManager, Customer, Domain, DomainEndpoint, Endpoint, Sweep
-from fleet.repositories.results import latest_results
+from fleet.db.models import AccountManager, Customer, Domain
 
 __all__ = [
     "delete_by_id",
-    "domain_results",
     "get_customer",
     "get_domain",
     "get_manager",
     "list_customers",
     "list_domains",
     "list_managers",
-    "list_sweeps",
     "ping",
-    "sweep_counts",
 ]
 
 
@@ -97,45 +92,6 @@ async def get_domain(
     session: AsyncSession, domain_id: int, *, manager: int | None = None
 ) -> Domain | None:
     return await session.scalar(_domains(manager).where(Domain.id == domain_id))
-
-
-async def list_sweeps(session: AsyncSession, *, before: int | None, limit: int) -> list[Sweep]:
-    """Sweeps newest first (``before``: the last id of the previous page)."""
-    stmt = select(Sweep)
-    if before is not None:
-        stmt = stmt.where(Sweep.id < before)
-    return list((await session.scalars(stmt.order_by(Sweep.id.desc()).limit(limit + 1))).all())
-
-
-async def domain_results(session: AsyncSession, domain_id: int) -> list[tuple[Endpoint, Any]]:
-    """The endpoints the domain used in its latest sweep, each with its latest result
-    (endpoints without a result yet are left out), in (host, port) order."""
-    latest = await session.scalar(
-        select(func.max(DomainEndpoint.sweep_id)).where(DomainEndpoint.domain_id == domain_id)
-    )
-    if latest is None:
-        return []
-    endpoints: Sequence[Endpoint] = (
-        await session.scalars(
-            select(Endpoint)
-            .where(
-                Endpoint.id.in_(
-                    select(DomainEndpoint.endpoint_id).where(
-                        DomainEndpoint.domain_id == domain_id, DomainEndpoint.sweep_id == latest
-                    )
-                )
-            )
-            .order_by(Endpoint.host, Endpoint.port, Endpoint.ip)
-        )
-    ).all()
-    results = await latest_results(session, [e.id for e in endpoints])
-    return [(e, results[e.id]) for e in endpoints if e.id in results]
-
-
-async def sweep_counts(session: AsyncSession) -> dict[str, int]:
-    """How many sweeps are in each status."""
-    rows = await session.execute(select(Sweep.status, func.count()).group_by(Sweep.status))
-    return {str(status): int(count) for status, count in rows.all()}
 
 
 async def ping(session: AsyncSession) -> None:

@@ -16,6 +16,7 @@ from api.errors import Unavailable
 from api.metrics import Metrics
 from api.schemas.common import problems
 from fleet.db.models import SWEEP_STATUSES
+from fleet.repositories import sweeps as sweep_repo
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ async def metrics(request: Request, runtime: RuntimeDep) -> Response:
     registry: Metrics = request.app.state.metrics
     try:
         async with runtime.sessions() as session:
-            counts = await queries.sweep_counts(session)
+            counts = await sweep_repo.sweep_counts(session)
     except Exception as exc:  # metrics must still answer when the database does not
         log.warning("metrics: sweep counts unavailable (%s)", type(exc).__name__)
     else:

@@ -22,6 +22,8 @@ from api.schemas.sweeps import (
 )
 from fleet import sweeps
 from fleet.db.models import Sweep
+from fleet.repositories import results as result_repo
+from fleet.repositories import sweeps as sweep_repo
 from fleet.repositories.sweeps import SweepProgress
 from fleet.repositories.sweeps import get_sweep as load_sweep
 from scanner.discovery import normalise_domain
@@ -99,7 +101,7 @@ async def list_sweeps(
     cursor: CursorQuery = None,
 ) -> Page[SweepRead]:
     """Sweeps, newest first (without progress; show one sweep for that)."""
-    rows = await queries.list_sweeps(session, before=decode_cursor(cursor), limit=limit)
+    rows = await sweep_repo.sweep_page(session, before=decode_cursor(cursor), limit=limit)
     items, link = next_link(request, rows, limit)
     return Page(items=[_read(s) for s in items], next=link)
 
@@ -126,7 +128,7 @@ async def domain_results(
     domain = await queries.get_domain(session, domain_id, manager=caller.scope)
     if domain is None:
         raise NotFound(f"no domain {domain_id}")
-    pairs = await queries.domain_results(session, domain_id)
+    pairs = await result_repo.domain_results(session, domain_id)
     return DomainResults(
         domain=domain.name,
         results=[

@@ -10,17 +10,18 @@ import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
-from fleet.db.models import ScanCertificate, ScanResult
+from fleet.db.models import DomainEndpoint, Endpoint, ScanCertificate, ScanResult
 from fleet.repositories._sql import any_int, table_of
 from scanner.models import PROTOCOLS, CertificateInfo, EndpointResult
 
 __all__ = [
     "PROTOCOL_COLUMNS",
+    "domain_results",
     "get_result",
     "latest_results",
     "record_certificates",
@@ -224,3 +225,30 @@ async def latest_results(
         stmt = stmt.where(any_int(ScanResult.endpoint_id, endpoint_ids))
     stmt = stmt.order_by(ScanResult.endpoint_id, ScanResult.scanned_at.desc(), ScanResult.id.desc())
     return {result.endpoint_id: result for result in await session.scalars(stmt)}
+
+
+async def domain_results(
+    session: AsyncSession, domain_id: int
+) -> list[tuple[Endpoint, ScanResult]]:
+    """The endpoints the domain used in its latest sweep, each with its latest result
+    (endpoints without a result yet are left out), in (host, port) order."""
+    latest = await session.scalar(
+        select(func.max(DomainEndpoint.sweep_id)).where(DomainEndpoint.domain_id == domain_id)
+    )
+    if latest is None:
+        return []
+    endpoints = (
+        await session.scalars(
+            select(Endpoint)
+            .where(
+                Endpoint.id.in_(
+                    select(DomainEndpoint.endpoint_id).where(
+                        DomainEndpoint.domain_id == domain_id, DomainEndpoint.sweep_id == latest
+                    )
+                )
+            )
+            .order_by(Endpoint.host, Endpoint.port, Endpoint.ip)
+        )
+    ).all()
+    results = await latest_results(session, [e.id for e in endpoints])
+    return [(e, results[e.id]) for e in endpoints if e.id in results]

@@ -44,7 +44,9 @@ __all__ = [
     "previous_closed_sweep",
     "record_discovery",
     "set_sweep_status",
+    "sweep_counts",
     "sweep_endpoint_ids",
+    "sweep_page",
     "sweep_progress",
     "unfinished_endpoints",
 ]
@@ -190,6 +192,21 @@ async def open_sweeps(
         .execution_options(populate_existing=True)
     )
     return list(rows)
+
+
+async def sweep_page(session: AsyncSession, *, before: int | None, limit: int) -> list[Sweep]:
+    """A page of sweeps, newest first: up to ``limit + 1`` (one more tells the caller
+    there is a next page), of ids below ``before`` (the last id of the previous page)."""
+    stmt = select(Sweep)
+    if before is not None:
+        stmt = stmt.where(Sweep.id < before)
+    return list((await session.scalars(stmt.order_by(Sweep.id.desc()).limit(limit + 1))).all())
+
+
+async def sweep_counts(session: AsyncSession) -> dict[str, int]:
+    """How many sweeps are in each status (statuses without a sweep are left out)."""
+    rows = await session.execute(select(Sweep.status, func.count()).group_by(Sweep.status))
+    return {str(status): int(count) for status, count in rows.all()}
 
 
 def _rejected_result(target: Target, reason: str) -> EndpointResult:

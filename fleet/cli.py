@@ -480,6 +480,73 @@ async def _sweep_status(database_url: str, sweep_id: int, *, json_out: bool) -> 
         await engine.dispose()
 
 
+@sweep_app.command("cancel")
+def sweep_cancel(
+    sweep_id: Annotated[int, typer.Argument(help="the sweep's id")],
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Cancel an open sweep: it becomes `cancelled`, its queued jobs leave the queue, and
+    running ones store nothing more. Its results so far stay.
+
+    Exit status: 0 cancelled (or already cancelled), 1 the sweep is already done or
+    failed, 2 no such sweep.
+    """
+    from fleet.embedded import services
+
+    settings = load_settings()
+    with services(settings) as resolved:
+        _ready_database(resolved)
+        code = run(_sweep_cancel(resolved, sweep_id, json_out=json_out))
+    raise typer.Exit(code)
+
+
+async def _sweep_cancel(resolved: ResolvedServices, sweep_id: int, *, json_out: bool) -> int:
+    from redis.exceptions import RedisError
+
+    from fleet import sweeps
+    from fleet.db.session import create_engine, create_sessionmaker
+    from fleet.jobs import create_job_pool
+    from fleet.repositories.sweeps import get_sweep
+
+    engine = create_engine(resolved.database_url, pool_size=1)
+    sessions = create_sessionmaker(engine)
+    try:
+        try:
+            redis = await create_job_pool(resolved.arq_settings)
+        except (RedisError, OSError) as exc:  # the cancel stands; queued jobs will skip
+            err.print(f"the job queue is not reachable ({exc}); cancelling anyway")
+            redis = None
+        try:
+            report = await sweeps.cancel(sessions, redis, sweep_id)
+        finally:
+            if redis is not None:
+                await redis.aclose()
+        async with sessions() as session:
+            sweep = await get_sweep(session, sweep_id)
+    finally:
+        await engine.dispose()
+    if report.outcome == "unknown" or sweep is None:
+        error_line(f"no sweep {sweep_id}")
+        return 2
+    if report.outcome == "final":
+        error_line(f"sweep {sweep_id} is {sweep.status}: only an open sweep can be cancelled")
+        return 1
+    if json_out:
+        document = {
+            "sweep_id": sweep_id,
+            "status": sweep.status,
+            "outcome": report.outcome,
+            "removed_jobs": report.removed_jobs,
+        }
+        sys.stdout.write(json.dumps(document) + "\n")
+    elif report.outcome == "already":
+        sys.stdout.write(f"sweep {sweep_id} was already cancelled\n")
+    else:
+        removed = "?" if report.removed_jobs is None else str(report.removed_jobs)
+        sys.stdout.write(f"sweep {sweep_id} cancelled; {removed} queued jobs removed\n")
+    return 0
+
+
 @sweep_app.command("list")
 def sweep_list(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="how many, newest first")] = 20,

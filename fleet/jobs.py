@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 __all__ = [
     "JobName",
@@ -41,6 +41,7 @@ __all__ = [
     "enqueue_scans",
     "release",
     "release_orphans",
+    "remove_queued",
     "scan_job_id",
     "serialize",
 ]
@@ -130,6 +131,45 @@ async def enqueue_reconcile(redis: ArqRedis) -> bool:
     """Queue one reconciliation now (workers do at start-up); False if one is pending."""
     job = await redis.enqueue_job(JobName.RECONCILE, _job_id=RECONCILE_JOB_ID)
     return job is not None
+
+
+# Takes queued jobs off the queue, leaving running ones alone. KEYS: the queue, then an
+# (in-progress key, job key) pair per job; ARGV: the job ids. Atomic on the server, so a
+# worker either started a job before (it runs, and finds its sweep final) or never will.
+_REMOVE_QUEUED = """
+local removed = 0
+for i, job_id in ipairs(ARGV) do
+    local in_progress = KEYS[2 * i]
+    local job = KEYS[2 * i + 1]
+    if redis.call('EXISTS', in_progress) == 0 and redis.call('ZREM', KEYS[1], job_id) == 1 then
+        redis.call('DEL', job)
+        removed = removed + 1
+    end
+end
+return removed
+"""
+
+#: Job ids per script call: a sweep's scans may be tens of thousands.
+_REMOVE_CHUNK = 500
+
+
+async def remove_queued(redis: ArqRedis, job_ids: Iterable[str]) -> int:
+    """Take the jobs among ``job_ids`` that are queued and not yet running off the
+    queue (a cancelled sweep's discovery, scans and close); returns how many.
+
+    Running jobs are left to finish: every sweep job re-reads its sweep's status from
+    PostgreSQL and does nothing to a final one. Unknown ids are ignored.
+    """
+    ids = list(dict.fromkeys(job_ids))
+    script = redis.register_script(_REMOVE_QUEUED)
+    removed = 0
+    for start in range(0, len(ids), _REMOVE_CHUNK):
+        chunk = ids[start : start + _REMOVE_CHUNK]
+        keys = [redis.default_queue_name]
+        for job_id in chunk:
+            keys += [in_progress_key_prefix + job_id, job_key_prefix + job_id]
+        removed += int(await script(keys=keys, args=chunk))
+    return removed
 
 
 # -- owners of running jobs --------------------------------------------------------------

@@ -11,6 +11,8 @@ A sweep goes::
                     is closed and its diff against the previous one stored
     reconcile (cron, worker start-up): for every open sweep, enqueue whatever is
                     missing — discovery, scans without a result, the close
+    cancel (CLI, API): an open sweep becomes ``cancelled`` (final); its queued jobs
+                    are taken off the queue, running ones find it final and store nothing
 
 PostgreSQL is the source of truth and Redis only carries jobs: every step reads the
 state it acts on from the database, and jobs are enqueued after the commit that made
@@ -44,7 +46,7 @@ from fleet.repositories import sweeps as sweep_repo
 from fleet.repositories.endpoints import get_targets
 from fleet.repositories.inventory import domains_in_scope
 from fleet.repositories.results import get_result, record_certificates, record_result
-from fleet.repositories.sweeps import SweepKind, SweepProgress, sweep_progress
+from fleet.repositories.sweeps import CancelOutcome, SweepKind, SweepProgress, sweep_progress
 from scanner.discovery import PortProfile, discover, normalise_domain, plan_endpoints
 from scanner.dns import Resolver
 from scanner.engine import Scanner, ScanOptions
@@ -53,10 +55,12 @@ from scanner.models import CertificateInfo, Discovery, EndpointResult, ErrorInfo
 from scanner.net import ConnectionLimiter
 
 __all__ = [
+    "CancelReport",
     "ReconcileReport",
     "ScanOutcome",
     "SweepOptions",
     "SweepRuntime",
+    "cancel",
     "close",
     "discover_sweep",
     "enqueue_missing",
@@ -264,9 +268,10 @@ async def discover_sweep(rt: SweepRuntime, sweep_id: int) -> int:
             return 0
         if sweep.status in ("scanning", "closing"):
             return await enqueue_missing(rt, sweep_id)
-        await sweep_repo.set_sweep_status(
+        if not await sweep_repo.set_sweep_status(
             session, sweep_id, "discovering", expected=("pending", "discovering")
-        )
+        ):
+            return 0  # cancelled since it was read
         options = SweepOptions.from_dict(sweep.options)
         domains = await domains_in_scope(session, sweep.scope)
         await session.commit()
@@ -281,7 +286,9 @@ async def discover_sweep(rt: SweepRuntime, sweep_id: int) -> int:
 
     async with rt.sessions() as session:
         locked = await sweep_repo.get_sweep(session, sweep_id, for_update=True)
-        if locked is not None and locked.status == "discovering":
+        if locked is None or locked.status in sweep_repo.FINAL_STATUSES:
+            return 0  # cancelled while DNS ran: the plan is not stored, nothing queued
+        if locked.status == "discovering":
             record = await sweep_repo.record_discovery(session, sweep_id, plan, domain_ids)
             await sweep_repo.set_sweep_status(
                 session, sweep_id, "scanning", expected=("discovering",)
@@ -350,11 +357,12 @@ async def _scan(
 async def scan_endpoint(rt: SweepRuntime, sweep_id: int, endpoint_id: int) -> ScanOutcome:
     """Scan one endpoint for a sweep and store its result, exactly once.
 
-    ``skipped``: the sweep is gone or final, or the result was already stored (a
-    retried job); ``duplicate``: another run stored it first while this one scanned;
-    ``stored``: this run's result is the sweep's. A result that could not be stored
-    (PostgreSQL down) is kept in Redis for the retry, so the endpoint is not scanned
-    twice; the exception propagates for the job to retry.
+    ``skipped``: the sweep is gone or final (also when it was cancelled while this
+    run scanned: the result is then dropped, never stored into a final sweep), or the
+    result was already stored (a retried job); ``duplicate``: another run stored it
+    first while this one scanned; ``stored``: this run's result is the sweep's. A
+    result that could not be stored (PostgreSQL down) is kept in Redis for the retry,
+    so the endpoint is not scanned twice; the exception propagates for the job to retry.
     """
     async with rt.sessions() as session:
         sweep = await sweep_repo.get_sweep(session, sweep_id)
@@ -381,7 +389,10 @@ async def scan_endpoint(rt: SweepRuntime, sweep_id: int, endpoint_id: int) -> Sc
     committed = False
     try:
         async with rt.sessions() as session:
-            new = await record_result(session, sweep_id, endpoint_id, result)
+            # The sweep row is held (FOR SHARE) until the commit: a cancel waits for
+            # this result, or came first and this run stores nothing.
+            still_open = await sweep_repo.hold_open(session, sweep_id)
+            new = still_open and await record_result(session, sweep_id, endpoint_id, result)
             if new and certificates:
                 await record_certificates(session, sweep_id, endpoint_id, dict(certificates))
             await session.commit()
@@ -393,6 +404,9 @@ async def scan_endpoint(rt: SweepRuntime, sweep_id: int, endpoint_id: int) -> Sc
         raise
     if stashed is not None:
         await rt.redis.delete(stash)
+    if not still_open:
+        log.info("sweep %s is final: the result of endpoint %s is dropped", sweep_id, endpoint_id)
+        return "skipped"
     await _maybe_close(rt, sweep_id, after)
     return "stored" if new else "duplicate"
 
@@ -501,6 +515,59 @@ async def reconcile(rt: SweepRuntime) -> ReconcileReport:
     if report.discoveries or report.scans or report.closes or report.released:
         log.info("reconciled: %s", report.to_dict())
     return report
+
+
+# -- cancelling --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReport:
+    """What :func:`cancel` did. ``outcome``: see
+    :data:`~fleet.repositories.sweeps.CancelOutcome`. ``removed_jobs``: queued jobs of
+    the sweep taken off the queue; None when the queue was not reachable (the jobs
+    left there find the sweep cancelled and do nothing)."""
+
+    sweep_id: int
+    outcome: CancelOutcome
+    removed_jobs: int | None = 0
+
+
+async def cancel(
+    sessions: async_sessionmaker[AsyncSession], redis: ArqRedis | None, sweep_id: int
+) -> CancelReport:
+    """Cancel an open sweep and take its queued jobs off the queue.
+
+    The status move is committed first (PostgreSQL is the source of truth); then the
+    sweep's discovery, close and the scans of endpoints without a result are removed
+    from the queue where they are still waiting. Jobs already running, or queued after
+    the removal (a discovery that committed its plan just before the cancel), see the
+    final status and store nothing. Cancelling a cancelled sweep again changes nothing
+    but retries the removal (``already``); a done or failed sweep is left alone
+    (``final``), as is an unknown id (``unknown``).
+    """
+    async with sessions() as session:
+        outcome = await sweep_repo.cancel_sweep(session, sweep_id)
+        missing: list[int] = []
+        if outcome in ("cancelled", "already"):
+            missing = await sweep_repo.unfinished_endpoints(session, sweep_id)
+        await session.commit()
+    if outcome not in ("cancelled", "already"):
+        return CancelReport(sweep_id, outcome)
+    if outcome == "cancelled":
+        log.info("sweep %s cancelled", sweep_id)
+    if redis is None:
+        return CancelReport(sweep_id, outcome, None)
+    job_ids = [
+        jobs.discover_job_id(sweep_id),
+        jobs.close_job_id(sweep_id),
+        *(jobs.scan_job_id(sweep_id, endpoint_id) for endpoint_id in missing),
+    ]
+    try:
+        removed: int | None = await jobs.remove_queued(redis, job_ids)
+    except RedisError as exc:
+        log.warning("sweep %s cancelled; its queued jobs stay (they will skip): %s", sweep_id, exc)
+        removed = None
+    return CancelReport(sweep_id, outcome, removed)
 
 
 async def progress(session: AsyncSession, sweep_id: int) -> SweepProgress | None:

@@ -32,14 +32,17 @@ from scanner.services import service_named
 __all__ = [
     "FINAL_STATUSES",
     "OPEN_STATUSES",
+    "CancelOutcome",
     "DiscoveryRecord",
     "SweepKind",
     "SweepProgress",
     "SweepStatus",
+    "cancel_sweep",
     "close_sweep",
     "create_sweep",
     "endpoint_host_names",
     "get_sweep",
+    "hold_open",
     "open_sweeps",
     "previous_closed_sweep",
     "record_discovery",
@@ -60,6 +63,11 @@ SweepStatus = Literal[
 OPEN_STATUSES: tuple[str, ...] = ("pending", "discovering", "scanning", "closing")
 #: Statuses a sweep never leaves.
 FINAL_STATUSES: tuple[str, ...] = ("done", "cancelled", "failed")
+
+#: What :func:`cancel_sweep` found: ``cancelled`` (this call moved it), ``already``
+#: (it was cancelled before), ``final`` (done or failed: it cannot be cancelled),
+#: ``unknown`` (no such sweep).
+CancelOutcome = Literal["cancelled", "already", "final", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +187,36 @@ async def set_sweep_status(
     )
     moved = (await session.execute(stmt)).scalar_one_or_none() is not None
     return moved
+
+
+async def cancel_sweep(session: AsyncSession, sweep_id: int) -> CancelOutcome:
+    """Move an open sweep (pending, discovering, scanning, closing) to ``cancelled``.
+
+    A compare-and-set: of a cancel racing a close, the first to lock the sweep row wins
+    and the other finds it final. A cancelled sweep is final: the reconciler leaves it
+    alone, jobs that start later skip it, and no result is stored into it afterwards
+    (:func:`hold_open`). Its results stored so far, its discovery and its progress stay.
+    """
+    if await set_sweep_status(session, sweep_id, "cancelled", expected=OPEN_STATUSES):
+        return "cancelled"
+    status = await session.scalar(select(Sweep.status).where(Sweep.id == sweep_id))
+    if status is None:
+        return "unknown"
+    return "already" if status == "cancelled" else "final"
+
+
+async def hold_open(session: AsyncSession, sweep_id: int) -> bool:
+    """Whether the sweep is still open, holding it so until the transaction ends.
+
+    ``SELECT … FOR SHARE`` on the sweep row: writers of results take it before they
+    insert, so a cancel (or a close, which locks the row for update) waits for their
+    commit, and a writer that comes after the cancel sees it and stores nothing. Writers
+    do not block each other.
+    """
+    status = await session.scalar(
+        select(Sweep.status).where(Sweep.id == sweep_id).with_for_update(read=True)
+    )
+    return status in OPEN_STATUSES
 
 
 async def open_sweeps(

@@ -247,16 +247,6 @@ def _is_des(suite: CipherSuite) -> bool:
     return suite.encryption.startswith(_SIXTY_FOUR_BIT)
 
 
-def _is_named_weakness(suite: CipherSuite) -> bool:
-    return (
-        suite.null
-        or suite.anon
-        or suite.export
-        or suite.encryption.startswith("RC4")
-        or _is_des(suite)
-    )
-
-
 def _all_suites_lack(f: _Facts, test: Callable[[CipherSuite], bool], what: str) -> _Hit | None:
     if f.protocols["TLSv1.3"] is True:
         return None  # every TLS 1.3 suite is forward-secret and AEAD
@@ -457,9 +447,6 @@ _CHECKS: dict[str, Callable[[_Facts], _Hit | None]] = {
         f, lambda s: s.encryption.startswith("RC4"), "RC4 suites"
     ),
     "cipher.des": lambda f: _suites_where(f, _is_des, "64-bit block cipher suites"),
-    "cipher.weak_other": lambda f: _suites_where(
-        f, lambda s: s.weak and not _is_named_weakness(s), "weak suites"
-    ),
     "cipher.no_forward_secrecy": lambda f: _all_suites_lack(
         f, lambda s: s.forward_secrecy, "is forward-secret"
     ),

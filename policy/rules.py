@@ -292,18 +292,6 @@ RULES: tuple[Rule, ...] = (
         notes={R: _RELAY_OPPORTUNISTIC},
     ),
     Rule(
-        code="cipher.weak_other",
-        title="Other weak cipher suites accepted",
-        explanation=(
-            "The endpoint accepts suites that are weak for another reason: an HMAC-MD5 "
-            "MAC or an effective key shorter than 128 bits."
-        ),
-        remedy="Restrict the cipher list to AEAD suites with ECDHE (Mozilla intermediate).",
-        source="RFC 6151 (MD5); RFC 9325 section 4.1",
-        severity={R: LOW, C: MEDIUM, H: MEDIUM},
-        notes={R: _RELAY_OPPORTUNISTIC},
-    ),
-    Rule(
         code="cipher.no_forward_secrecy",
         title="No forward-secret cipher suite",
         explanation=(

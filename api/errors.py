@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
@@ -168,11 +168,33 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot decode (not UTF-8, not JSON): a body that
+        # does not match the schema, like any other (422, as documented on every route).
+        return _body_problem(request.url.path, "the body is not valid JSON text (UTF-8)")
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no such resource: {request.url.path}"
     return problem_response(
         request.url.path, exc.status_code, detail, headers=getattr(exc, "headers", None)
+    )
+
+
+def _body_problem(path: str, message: str) -> JSONResponse:
+    errors = [{"location": ["body"], "message": message}]
+    return problem_response(
+        path, 422, f"body: {message}", slug="validation", extra={"errors": errors}
+    )
+
+
+async def _data(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DataError)
+    # The database refused a value the request carried (an id beyond its integer range,
+    # say): the request is invalid, not the server broken. The value stays out of the
+    # answer, as for conflicts.
+    log.info("database refused a request value: %s", type(exc.orig).__name__)
+    return problem_response(
+        request.url.path, 422, "a value in the request is out of range or malformed"
     )
 
 
@@ -197,4 +219,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(DataError, _data)
     app.add_exception_handler(RedisError, _redis)

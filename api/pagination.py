@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Query, Request
 
 from api.errors import Invalid
+from api.schemas.common import MAX_ID
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -40,7 +41,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         value = data["id"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise Invalid("the cursor is not one this API gave out") from None
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
         raise Invalid("the cursor is not one this API gave out")
     return value
 

@@ -11,7 +11,7 @@ from api.deps import Admin, SessionDep
 from api.errors import Invalid, NotFound
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
 from api.schemas.apikeys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
-from api.schemas.common import Page, problems
+from api.schemas.common import IdPath, Page, problems
 from fleet.repositories import apikeys
 
 router = APIRouter(prefix="/v1/apikeys", tags=["API keys"], responses=problems(401, 403, 422))
@@ -58,7 +58,7 @@ async def list_keys(
 
 
 @router.get("/{key_id}", summary="Show an API key", responses=problems(404))
-async def get_key(key_id: int, session: SessionDep, _caller: Admin) -> ApiKeyRead:
+async def get_key(key_id: IdPath, session: SessionDep, _caller: Admin) -> ApiKeyRead:
     """One key's public facts."""
     key = await apikeys.get_key(session, key_id)
     if key is None:
@@ -67,7 +67,7 @@ async def get_key(key_id: int, session: SessionDep, _caller: Admin) -> ApiKeyRea
 
 
 @router.delete("/{key_id}", summary="Revoke an API key", responses=problems(404))
-async def revoke_key(key_id: int, session: SessionDep, caller: Admin) -> ApiKeyRead:
+async def revoke_key(key_id: IdPath, session: SessionDep, caller: Admin) -> ApiKeyRead:
     """Revoke a key: it stops working at once. Revoking twice changes nothing."""
     key = await apikeys.revoke_key(session, key_id)
     if key is None:

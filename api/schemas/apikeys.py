@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.common import DbId
+
 Role = Literal["admin", "operator", "viewer", "account_manager"]
 
 
@@ -26,7 +28,7 @@ class ApiKeyCreate(BaseModel):
 
     role: Role
     name: str = Field(default="", max_length=200)
-    account_manager_id: int | None = None
+    account_manager_id: DbId | None = None
 
 
 class ApiKeyRead(BaseModel):

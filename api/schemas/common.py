@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+
+#: Largest row id (ids are PostgreSQL ``integer``).
+MAX_ID = 2**31 - 1
+
+#: A row id in a request body: positive and within the database's integer range.
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+#: A row id in a path (``/v1/apikeys/{key_id}``), with the same range.
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="the row's id")]
 
 
 class Problem(BaseModel):

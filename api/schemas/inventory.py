@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.schemas.common import DbId
+
 #: Rows one bulk import may carry.
 MAX_IMPORT_ROWS = 10_000
 
@@ -58,7 +60,7 @@ class CustomerCreate(BaseModel):
     )
 
     name: str = Field(min_length=1, max_length=200)
-    account_manager_id: int | None = None
+    account_manager_id: DbId | None = None
 
 
 class CustomerUpdate(BaseModel):
@@ -69,7 +71,7 @@ class CustomerUpdate(BaseModel):
     )
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    account_manager_id: int | None = None
+    account_manager_id: DbId | None = None
 
 
 class CustomerRead(BaseModel):
@@ -102,7 +104,7 @@ class DomainCreate(BaseModel):
     )
 
     name: str = Field(min_length=1, max_length=300, description="U-label or A-label")
-    customer_id: int
+    customer_id: DbId
     tags: list[str] = Field(default_factory=list)
 
 
@@ -111,7 +113,7 @@ class DomainUpdate(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"tags": ["mail", "vip"], "active": True}]}
     )
 
-    customer_id: int | None = None
+    customer_id: DbId | None = None
     tags: list[str] | None = None
     active: bool | None = None
 

@@ -283,3 +283,114 @@ class ApiKey(Base):
     )
     created_at: Mapped[dt.datetime] = _now()
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- current state: denormalised for filters and statistics (fleet/repositories/reports.py)
+
+
+class EndpointLatest(Base):
+    """The current state of an endpoint: its newest result and copies of its filter columns.
+
+    One row per endpoint that has a result. Written only by
+    :func:`fleet.repositories.reports.advance_latest`, which ``record_result(s)`` calls for
+    every result stored anew; a row only moves forward, to a result with a later
+    ``(scanned_at, result_id)``, so a late-arriving older result never replaces a newer
+    one. The columns are those of ``scan_results`` (plus the endpoint's port and
+    service, which never change); partial indexes serve the selective filters.
+    """
+
+    __tablename__ = "endpoint_latest"
+    __table_args__ = (
+        Index("ix_endpoint_latest_tls10", "endpoint_id", postgresql_where=text("tls10")),
+        Index("ix_endpoint_latest_tls11", "endpoint_id", postgresql_where=text("tls11")),
+        Index(
+            "ix_endpoint_latest_legacy",
+            "endpoint_id",
+            postgresql_where=text("lowest_protocol <= 3"),
+        ),
+        Index(
+            "ix_endpoint_latest_plaintext",
+            "endpoint_id",
+            postgresql_where=text("plaintext_before_tls"),
+        ),
+        Index(
+            "ix_endpoint_latest_starttls_missing",
+            "endpoint_id",
+            postgresql_where=text("starttls_offered = false"),
+        ),
+        Index(
+            "ix_endpoint_latest_error",
+            "error_kind",
+            "endpoint_id",
+            postgresql_where=text("status = 'error'"),
+        ),
+        Index("ix_endpoint_latest_cert_not_after", "cert_not_after", "endpoint_id"),
+        Index("ix_endpoint_latest_port_service", "port", "service", "endpoint_id"),
+    )
+
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    result_id: Mapped[int] = mapped_column(
+        ForeignKey("scan_results.id", ondelete="CASCADE"), index=True
+    )
+    sweep_id: Mapped[int] = mapped_column(Integer)
+    scanned_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    port: Mapped[int] = mapped_column(Integer)
+    service: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(8))
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    ssl2: Mapped[bool | None] = mapped_column(Boolean)
+    ssl3: Mapped[bool | None] = mapped_column(Boolean)
+    tls10: Mapped[bool | None] = mapped_column(Boolean)
+    tls11: Mapped[bool | None] = mapped_column(Boolean)
+    tls12: Mapped[bool | None] = mapped_column(Boolean)
+    tls13: Mapped[bool | None] = mapped_column(Boolean)
+    lowest_protocol: Mapped[int | None] = mapped_column(SmallInteger)
+    highest_protocol: Mapped[int | None] = mapped_column(SmallInteger)
+    plaintext_before_tls: Mapped[bool | None] = mapped_column(Boolean)
+    starttls_offered: Mapped[bool | None] = mapped_column(Boolean)
+    cert_status: Mapped[str | None] = mapped_column(String(20))
+    cert_not_after: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DomainLatest(Base):
+    """A domain's current sweep: the newest sweep in which one of its endpoints got a
+    result. Moves forward only, together with its ``domain_endpoint_latest`` rows."""
+
+    __tablename__ = "domain_latest"
+
+    domain_id: Mapped[int] = mapped_column(
+        ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+
+
+class DomainEndpointLatest(Base):
+    """Which endpoints a domain uses now: its ``domain_endpoints`` of its current sweep
+    (``domain_latest``), one row per (domain, endpoint). The path from an endpoint to
+    its domains, customers and account managers for filters and statistics."""
+
+    __tablename__ = "domain_endpoint_latest"
+    __table_args__ = (Index("ix_domain_endpoint_latest_endpoint", "endpoint_id", "domain_id"),)
+
+    domain_id: Mapped[int] = mapped_column(
+        ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class SweepStats(Base):
+    """Fleet statistics of one closed sweep (``fleet.repositories.reports.sweep_stats``),
+    stored when the sweep closes or when first asked for; the trend reads these."""
+
+    __tablename__ = "sweep_stats"
+
+    sweep_id: Mapped[int] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True
+    )
+    computed_at: Mapped[dt.datetime] = _now()
+    #: {"all": counts, "account_managers": {id: counts}} (see reports.FleetCounts).
+    stats: Mapped[dict[str, Any]] = mapped_column(JSONB)

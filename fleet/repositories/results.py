@@ -17,6 +17,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from fleet.db.models import DomainEndpoint, Endpoint, ScanCertificate, ScanResult
 from fleet.repositories._sql import any_int, table_of
+from fleet.repositories.reports import advance_latest
 from scanner.models import PROTOCOLS, CertificateInfo, EndpointResult
 
 __all__ = [
@@ -146,9 +147,14 @@ async def record_result(
     ``INSERT … ON CONFLICT (sweep_id, endpoint_id) DO NOTHING``: the first result
     stored wins and a retried job changes nothing, so results are exactly-once however
     often a job runs. ``scanned_at`` comes from the document (now if it has none).
+    A new result also moves the current state forward (:func:`~fleet.repositories.
+    reports.advance_latest`).
     """
     stored = await session.execute(_INSERT_RESULT, _row(sweep_id, endpoint_id, result))
-    return stored.scalar_one_or_none() is not None
+    new = stored.scalar_one_or_none() is not None
+    if new:
+        await advance_latest(session, sweep_id, [endpoint_id])
+    return new
 
 
 async def record_results(
@@ -161,7 +167,9 @@ async def record_results(
     if not pairs:
         return set()
     rows = [_row(sweep_id, eid, result) for eid, result in sorted(pairs.items())]
-    return {row[0] for row in await session.execute(_INSERT_RESULT, rows)}
+    stored = {row[0] for row in await session.execute(_INSERT_RESULT, rows)}
+    await advance_latest(session, sweep_id, stored)
+    return stored
 
 
 async def record_certificates(

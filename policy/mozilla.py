@@ -8,8 +8,8 @@ result names the guideline version it was judged by.
 What is checked, from the result document:
 
 * protocol versions: every accepted version is one the configuration lists;
-* cipher suites: every accepted TLS 1.0-1.2 suite is in the configuration's list, every
-  TLS 1.3 suite in its TLS 1.3 list;
+* cipher suites: every accepted SSLv3-TLS 1.2 suite (in any version, allowed or not) is
+  in the configuration's list, every TLS 1.3 suite in its TLS 1.3 list;
 * TLS 1.3 groups: every accepted group is one of its ``tls_curves`` (when scanned);
 * server cipher order: ``old`` wants the server's order enforced;
 * the certificate (when fetched): key type, RSA size, curve, signature algorithm,
@@ -164,7 +164,7 @@ def _suites(
         {
             s
             for version, names in suites.items()
-            if version in config.tls_versions and version != "TLSv1.3"
+            if version not in ("SSLv2", "TLSv1.3")  # SSLv2 specs are not suites
             for s in names
             if s not in older
         }

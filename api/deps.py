@@ -80,5 +80,7 @@ Reader = Annotated[Principal, Depends(_role_gate(READERS, "read this"))]
 ScopedReader = Annotated[Principal, Depends(_role_gate(READERS | {ACCOUNT_MANAGER}, "read this"))]
 #: admin, operator: change the inventory, start sweeps.
 Writer = Annotated[Principal, Depends(_role_gate(WRITERS, "change this"))]
+#: admin, operator, or an account manager for what is its own (webhook subscriptions).
+ScopedWriter = Annotated[Principal, Depends(_role_gate(WRITERS | {ACCOUNT_MANAGER}, "change this"))]
 #: admin only: API keys.
 Admin = Annotated[Principal, Depends(_role_gate(frozenset({"admin"}), "manage API keys"))]

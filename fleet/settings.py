@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     cutoff_date: date = Field(
         default=date(2027, 1, 31), description="the day TLS 1.0/1.1 is switched off"
     )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="seconds one webhook POST may take"
+    )
+    webhook_retry_base: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds before the first webhook retry"
+    )
+    webhook_retry_cap: float = Field(
+        default=4 * 3600.0, gt=0, le=86400, description="longest pause between webhook retries"
+    )
+    webhook_max_attempts: int = Field(
+        default=14, ge=1, le=100, description="webhook attempts before the dead letter"
+    )
 
 
 def load_settings() -> Settings:

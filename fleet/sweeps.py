@@ -30,6 +30,7 @@ is built by the worker's start-up and passed in.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -40,9 +41,11 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet import jobs
+from fleet import deliveries, jobs, webhooks
 from fleet.limiter import LimiterUnavailable, is_limiter_failure
 from fleet.repositories import sweeps as sweep_repo
+from fleet.repositories import webhooks as webhook_repo
+from fleet.repositories.diff import SweepDiff
 from fleet.repositories.endpoints import get_targets
 from fleet.repositories.inventory import domains_in_scope
 from fleet.repositories.results import get_result, record_certificates, record_result
@@ -450,15 +453,38 @@ async def close(rt: SweepRuntime, sweep_id: int) -> bool:
     """
     async with rt.sessions() as session:
         diff = await sweep_repo.close_sweep(session, sweep_id)
+        due = await _announce(session, sweep_id, diff) if diff is not None else []
         await session.commit()
         sweep = await sweep_repo.get_sweep(session, sweep_id)
     if diff is not None:
         counts = diff.to_dict()["counts"]
         log.info("sweep %s closed; diff %s", sweep_id, counts)
+        try:
+            await deliveries.enqueue_deliveries(rt.redis, due)
+        except RedisError as exc:  # stored: the reconciler wakes them
+            log.warning("sweep %s: webhook deliveries not queued yet: %s", sweep_id, exc)
         return True
     if sweep is not None and sweep.status in ("scanning", "closing"):
         await enqueue_missing(rt, sweep_id)
     return False
+
+
+async def _announce(session: AsyncSession, sweep_id: int, diff: SweepDiff) -> list[int]:
+    """In the closing transaction: the ``sweep.completed`` event for every subscription
+    that wants it, and the sweep's digests released; the deliveries now due."""
+    summary = diff.to_dict()
+    event = webhooks.Event(
+        id=webhooks.event_id("sweep.completed", sweep_id),
+        type="sweep.completed",
+        created_at=dt.datetime.now(dt.UTC),
+        data={
+            "sweep_id": sweep_id,
+            "previous_sweep_id": summary.get("previous_sweep_id"),
+            "counts": summary["counts"],
+        },
+    )
+    due = await webhook_repo.emit(session, event, account_manager_id=None, everyone=True)
+    return due + await webhook_repo.release_digests(session, sweep_id)
 
 
 @dataclass(slots=True)

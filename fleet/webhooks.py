@@ -40,6 +40,7 @@ from scanner.targets import is_public_address
 
 __all__ = [
     "DELIVERY_HEADER",
+    "DIGEST",
     "EVENT_HEADER",
     "EVENT_TYPES",
     "MAX_ATTEMPTS",
@@ -51,6 +52,8 @@ __all__ = [
     "SignatureError",
     "TargetRefused",
     "check_target",
+    "digest_id",
+    "encode",
     "event_id",
     "sign",
     "signature_header",
@@ -66,6 +69,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "certificate.expiring",
     "sweep.completed",
 )
+#: The envelope type of a digest: one sweep's events for one subscription, in
+#: ``data.events`` (each a whole envelope).
+DIGEST = "digest"
 SIGNATURE_HEADER = "Tlsfleet-Signature"
 EVENT_HEADER = "Tlsfleet-Event"
 DELIVERY_HEADER = "Tlsfleet-Delivery"
@@ -96,6 +102,11 @@ def event_id(event_type: str, *identity: object) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, name))
 
 
+def digest_id(subscription_id: int, sweep_id: int) -> str:
+    """The idempotency key of one subscription's digest of one sweep."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{DIGEST}/{subscription_id}/{sweep_id}"))
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event, as delivered to every subscription that wants its type."""
@@ -106,7 +117,7 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.type not in EVENT_TYPES:
+        if self.type not in (*EVENT_TYPES, DIGEST):
             raise ValueError(f"unknown event type {self.type!r}")
         if self.created_at.tzinfo is None:
             raise ValueError("an event's created_at must be timezone-aware")
@@ -182,7 +193,7 @@ def verify(
 class RetrySchedule:
     """Exponential backoff: ``base`` seconds after the first failure, doubling, capped
     at ``cap``; after ``max_attempts`` attempts in all the delivery is dead-lettered.
-    The default spreads 14 attempts over about 22 hours."""
+    The default spreads 14 attempts over about 20 hours."""
 
     base: float = 30.0
     factor: float = 2.0

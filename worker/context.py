@@ -17,14 +17,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from arq.connections import ArqRedis, RedisSettings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet import jobs
 from fleet.db.session import create_engine, create_sessionmaker
+from fleet.deliveries import DeliveryConfig
 from fleet.limiter import RedisLimiter
 from fleet.settings import Settings
 from fleet.sweeps import SweepOptions, SweepRuntime
+from fleet.webhooks import RetrySchedule
 from scanner.dns import Resolver
 from scanner.engine import ScanOptions
 from worker.options import WorkerOptions
@@ -33,6 +36,7 @@ __all__ = [
     "WorkerConfig",
     "WorkerContext",
     "context",
+    "delivery_config",
     "job_ended",
     "job_started",
     "scan_options",
@@ -68,6 +72,9 @@ class WorkerContext:
     redis: ArqRedis
     limiter: RedisLimiter
     runtime: SweepRuntime
+    #: The HTTP client webhook deliveries are sent with, and how they are sent.
+    http: httpx.AsyncClient
+    delivery: DeliveryConfig
     #: This process among the workers: its heartbeat key and the owner of its jobs.
     worker_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
     heartbeat: asyncio.Task[None] | None = None
@@ -88,6 +95,21 @@ def scan_options(settings: Settings) -> ScanOptions:
         greeting_timeout=settings.greeting_timeout,
         ca_file=str(settings.ca_file) if settings.ca_file else None,
         ehlo_name=settings.ehlo_name,
+    )
+
+
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    """How webhook deliveries are sent, from the fleet settings (TLSFLEET_WEBHOOK_*)."""
+    schedule = RetrySchedule(
+        base=settings.webhook_retry_base,
+        cap=max(settings.webhook_retry_cap, settings.webhook_retry_base),
+        max_attempts=settings.webhook_max_attempts,
+    )
+    return DeliveryConfig(
+        schedule=schedule,
+        timeout=settings.webhook_timeout,
+        lease=max(60.0, settings.webhook_timeout * 3),
+        allow_private=settings.allow_private_targets,
     )
 
 
@@ -116,7 +138,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         scan_deadline=deadline,
         discovery_deadline=deadline,
     )
-    app = WorkerContext(config=config, engine=engine, redis=redis, limiter=limiter, runtime=runtime)
+    app = WorkerContext(
+        config=config,
+        engine=engine,
+        redis=redis,
+        limiter=limiter,
+        runtime=runtime,
+        http=httpx.AsyncClient(headers={"User-Agent": "tlsfleet-webhooks/1"}),
+        delivery=delivery_config(settings),
+    )
     await jobs.beat(redis, app.worker_id, options.heartbeat * 3)
     app.heartbeat = asyncio.create_task(_heartbeat(app), name="worker-heartbeat")
     ctx["app"] = app
@@ -163,4 +193,5 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await app.heartbeat
         await app.limiter.aclose()
+        await app.http.aclose()
         await app.engine.dispose()

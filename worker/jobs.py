@@ -21,7 +21,7 @@ from arq.worker import Retry
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 
-from fleet import sweeps
+from fleet import deliveries, sweeps
 from fleet.limiter import LimiterUnavailable
 from worker.context import context
 
@@ -33,6 +33,7 @@ __all__ = [
     "sweep_nightly",
     "sweep_reconcile",
     "sweep_scan_endpoint",
+    "webhook_deliver",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,10 @@ async def sweep_close(ctx: dict[str, Any], sweep_id: int) -> bool:
 
 async def sweep_reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     """Queue what open sweeps miss; close the complete ones (cron and start-up)."""
-    report = await _guarded(ctx, sweeps.reconcile(context(ctx).runtime))
-    return report.to_dict()
+    app = context(ctx)
+    report = await _guarded(ctx, sweeps.reconcile(app.runtime))
+    woken = await _guarded(ctx, deliveries.wake_due(app.runtime.sessions, app.redis))
+    return {**report.to_dict(), "webhook_deliveries": woken}
 
 
 async def sweep_nightly(ctx: dict[str, Any]) -> int | None:
@@ -115,3 +118,15 @@ async def sweep_nightly(ctx: dict[str, Any]) -> int | None:
     return await _guarded(
         ctx, sweeps.start_nightly(app.runtime.sessions, app.redis, app.config.nightly)
     )
+
+
+async def webhook_deliver(ctx: dict[str, Any], delivery_id: int) -> str:
+    """Make one attempt at a webhook delivery; on failure, queue the next attempt after
+    the schedule's delay (the reconciler wakes it too if this job is lost)."""
+    app = context(ctx)
+    result = await _guarded(
+        ctx, deliveries.attempt(app.runtime.sessions, app.http, delivery_id, app.delivery)
+    )
+    if result.outcome == "pending" and result.retry_in is not None:
+        await deliveries.enqueue_deliveries(app.redis, [delivery_id], defer=result.retry_in)
+    return result.outcome

@@ -394,3 +394,75 @@ class SweepStats(Base):
     computed_at: Mapped[dt.datetime] = _now()
     #: {"all": counts, "account_managers": {id: counts}} (see reports.FleetCounts).
     stats: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+# -- webhooks (fleet/repositories/webhooks.py, fleet/deliveries.py) -------------------------
+
+WEBHOOK_DELIVERY_STATUSES = ("collecting", "pending", "delivered", "dead")
+
+
+class WebhookSubscription(Base):
+    """Where to send which events: per account manager, or global (no manager).
+
+    ``secret`` is the HMAC key the deliveries are signed with; it has to be kept as it
+    is (it signs), is shown once when the subscription is created and never again, and
+    is never logged. ``digest``: the events of one sweep go out as one delivery when
+    the sweep completes, instead of one delivery each.
+    """
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), server_default="")
+    account_manager_id: Mapped[int | None] = mapped_column(
+        ForeignKey("account_managers.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    digest: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """One event (or one digest of a sweep's events) for one subscription, and its log.
+
+    ``event_id`` is the idempotency key the receiver sees; (subscription, event) is
+    unique, so an event emitted twice is delivered as one. ``status``: ``collecting``
+    (a digest still gathering its sweep's events), ``pending`` (to be sent at
+    ``next_attempt_at``), ``delivered``, ``dead`` (gave up after the last attempt;
+    redelivery through the API sets it pending again).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_event"),
+        CheckConstraint(_one_of("status", WEBHOOK_DELIVERY_STATUSES), name="status"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_deliveries_subscription", "subscription_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(40))
+    #: The envelope as sent (docs/webhooks.md); a digest's ``data.events`` grows while
+    #: it is collecting.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: The sweep a digest collects (NULL for single events).
+    sweep_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = _now()
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -8,16 +8,18 @@ operator.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import ScopedReader, SessionDep, Writer
+from api.deps import RuntimeDep, ScopedReader, SessionDep, Writer
 from api.errors import BatchTooLarge, Invalid, NotFound
+from api.export import Column, FormatQuery, csv_response, csv_responses, keyset_rows, wants_csv
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
-from api.schemas.common import Page, problems
+from api.schemas.common import MAX_ID, Page, problems
 from api.schemas.inventory import (
     MAX_IMPORT_ROWS,
     AccountManagerCreate,
@@ -97,6 +99,45 @@ async def _deleted(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+def _columns(schema: type[BaseModel]) -> tuple[Column[Any], ...]:
+    """CSV columns for a read schema: one per field, in the schema's order."""
+
+    def getter(name: str) -> Callable[[Any], object]:
+        return lambda row: getattr(row, name)
+
+    return tuple(
+        Column(name, field.description or name.replace("_", " "), getter(name))
+        for name, field in schema.model_fields.items()
+    )
+
+
+MANAGER_COLUMNS = _columns(AccountManagerRead)
+CUSTOMER_COLUMNS = _columns(CustomerRead)
+DOMAIN_COLUMNS = _columns(DomainRead)
+
+Fetch = Callable[[AsyncSession, int | None, int], Awaitable[Sequence[Any]]]
+
+
+async def _list(
+    request: Request,
+    session: AsyncSession,
+    runtime: RuntimeDep,
+    fetch: Fetch,
+    schema: type[M],
+    *,
+    limit: int,
+    cursor: str | None,
+    format_: str | None,
+    filename: str,
+) -> Any:
+    """A JSON page of a list, or (``format=csv`` / ``Accept: text/csv``) the whole list as
+    a streamed CSV download."""
+    after = decode_cursor(cursor)
+    if wants_csv(request, format_):
+        return csv_response(keyset_rows(runtime.sessions, fetch), _columns(schema), filename)
+    return _page(request, list(await fetch(session, after, limit)), limit, schema)
+
+
 async def _manager_exists(session: SessionDep, manager_id: int | None) -> None:
     if manager_id is not None and await repo.get_manager(session, manager_id) is None:
         raise Invalid(f"no account manager {manager_id}")
@@ -110,19 +151,38 @@ async def _customer_exists(session: SessionDep, customer_id: int) -> None:
 # -- account managers ---------------------------------------------------------------------
 
 
-@router.get("/account-managers", summary="List account managers")
+@router.get(
+    "/account-managers",
+    summary="List account managers",
+    response_model=Page[AccountManagerRead],
+    responses=csv_responses(MANAGER_COLUMNS, "id,name,email,created_at\r\n"),
+)
 async def list_managers(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-) -> Page[AccountManagerRead]:
-    """Account managers in id order (an account manager's key sees only itself)."""
-    rows = await repo.list_managers(
-        session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
+    format_: FormatQuery = None,
+) -> Any:
+    """Account managers in id order (an account manager's key sees only itself);
+    `format=csv` streams them all as CSV."""
+
+    def fetch(s: AsyncSession, after: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return repo.list_managers(s, after=after, limit=n, manager=caller.scope)
+
+    return await _list(
+        request,
+        session,
+        runtime,
+        fetch,
+        AccountManagerRead,
+        limit=limit,
+        cursor=cursor,
+        format_=format_,
+        filename="account-managers.csv",
     )
-    return _page(request, rows, limit, AccountManagerRead)
 
 
 @router.post(
@@ -186,26 +246,43 @@ async def delete_manager(manager_id: int, session: SessionDep, _caller: Writer) 
 # -- customers ------------------------------------------------------------------------------
 
 
-@router.get("/customers", summary="List customers")
+@router.get(
+    "/customers",
+    summary="List customers",
+    response_model=Page[CustomerRead],
+    responses=csv_responses(CUSTOMER_COLUMNS, "id,name,account_manager_id,created_at\r\n"),
+)
 async def list_customers(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     account_manager_id: Annotated[
-        int | None, Query(description="only this account manager's customers")
+        int | None, Query(ge=1, le=MAX_ID, description="only this account manager's customers")
     ] = None,
-) -> Page[CustomerRead]:
-    """Customers in id order (an account manager's key sees only its customers)."""
-    rows = await repo.list_customers(
+    format_: FormatQuery = None,
+) -> Any:
+    """Customers in id order (an account manager's key sees only its customers);
+    `format=csv` streams them all as CSV."""
+
+    def fetch(s: AsyncSession, after: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return repo.list_customers(
+            s, after=after, limit=n, manager=caller.scope, account_manager_id=account_manager_id
+        )
+
+    return await _list(
+        request,
         session,
-        after=decode_cursor(cursor),
+        runtime,
+        fetch,
+        CustomerRead,
         limit=limit,
-        manager=caller.scope,
-        account_manager_id=account_manager_id,
+        cursor=cursor,
+        format_=format_,
+        filename="customers.csv",
     )
-    return _page(request, rows, limit, CustomerRead)
 
 
 @router.post(
@@ -262,31 +339,56 @@ async def delete_customer(customer_id: int, session: SessionDep, _caller: Writer
 # -- domains --------------------------------------------------------------------------------
 
 
-@router.get("/domains", summary="List domains")
+@router.get(
+    "/domains",
+    summary="List domains",
+    response_model=Page[DomainRead],
+    responses=csv_responses(
+        DOMAIN_COLUMNS, "id,name,customer_id,tags,active,created_at,updated_at\r\n"
+    ),
+)
 async def list_domains(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-    customer_id: Annotated[int | None, Query(description="only this customer's domains")] = None,
+    customer_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="only this customer's domains")
+    ] = None,
     tag: Annotated[
         str | None, Query(max_length=64, description="only domains with this tag")
     ] = None,
     active: Annotated[bool | None, Query(description="only (in)active domains")] = None,
-) -> Page[DomainRead]:
+    format_: FormatQuery = None,
+) -> Any:
     """Domains in id order (an account manager's key sees only its customers' domains),
-    optionally only one customer's, those with a tag, or only (in)active ones."""
-    rows = await repo.list_domains(
+    optionally only one customer's, those with a tag, or only (in)active ones;
+    `format=csv` streams the whole filtered list as CSV."""
+
+    def fetch(s: AsyncSession, after: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return repo.list_domains(
+            s,
+            after=after,
+            limit=n,
+            manager=caller.scope,
+            customer_id=customer_id,
+            tag=tag,
+            active=active,
+        )
+
+    return await _list(
+        request,
         session,
-        after=decode_cursor(cursor),
+        runtime,
+        fetch,
+        DomainRead,
         limit=limit,
-        manager=caller.scope,
-        customer_id=customer_id,
-        tag=tag,
-        active=active,
+        cursor=cursor,
+        format_=format_,
+        filename="domains.csv",
     )
-    return _page(request, rows, limit, DomainRead)
 
 
 @router.post(

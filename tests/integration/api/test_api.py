@@ -607,3 +607,51 @@ async def test_domain_and_customer_lists_filter(client: httpx.AsyncClient, fleet
     bobs = f"/v1/domains?customer_id={fleet.bob_customer}"
     assert await names(bobs, "account_manager") == []
     assert await names(f"/v1/customers?account_manager_id={fleet.bob}", "account_manager") == []
+
+
+async def test_inventory_lists_export_as_csv(client: httpx.AsyncClient, fleet: Fleet) -> None:
+    import csv
+    import io
+
+    # Given 1,200 more domains (more than one export batch) and a customer whose name a
+    # spreadsheet would run as a formula,
+    rows = [{"domain": f"csv{i:04}.example", "customer": "=HYPERLINK(1)"} for i in range(1200)]
+    imported = await client.post(
+        "/v1/domains/import", json={"rows": rows}, headers=_auth(fleet, "operator")
+    )
+    assert imported.json()["created"] == 1200
+    # when the domain list is exported (format=csv, and Accept: text/csv),
+    response = await client.get("/v1/domains?format=csv", headers=_auth(fleet, "viewer"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    table = list(csv.DictReader(io.StringIO(response.text)))
+    # then it holds every domain once, with the JSON list's values,
+    assert len(table) == 1202
+    assert len({r["id"] for r in table}) == 1202
+    first = (await client.get("/v1/domains?limit=1", headers=_auth(fleet, "viewer"))).json()
+    item = first["items"][0]
+    assert table[0]["name"] == item["name"]
+    assert table[0]["customer_id"] == str(item["customer_id"])
+    assert table[0]["active"] == "true"
+    accepted = await client.get(
+        "/v1/domains", headers={**_auth(fleet, "viewer"), "Accept": "text/csv"}
+    )
+    assert accepted.text == response.text
+    # filters apply, and an account manager's export holds only its own;
+    own = await client.get(
+        f"/v1/domains?format=csv&customer_id={fleet.bob_customer}",
+        headers=_auth(fleet, "viewer"),
+    )
+    assert [r["name"] for r in csv.DictReader(io.StringIO(own.text))] == ["bob.example"]
+    mine = await client.get("/v1/domains?format=csv", headers=_auth(fleet, "account_manager"))
+    assert [r["name"] for r in csv.DictReader(io.StringIO(mine.text))] == ["alice.example"]
+    # and a formula-like name is escaped.
+    customers = await client.get("/v1/customers?format=csv", headers=_auth(fleet, "viewer"))
+    names = [r["name"] for r in csv.DictReader(io.StringIO(customers.text))]
+    assert "'=HYPERLINK(1)" in names
+    assert "=HYPERLINK(1)" not in names
+    managers = await client.get(
+        "/v1/account-managers?format=csv", headers=_auth(fleet, "account_manager")
+    )
+    assert [r["email"] for r in csv.DictReader(io.StringIO(managers.text))] == ["alice@example.net"]

@@ -13,10 +13,16 @@ Categories (each a list of endpoints with the domains that use them):
 The legacy and plaintext categories compare endpoints with an ``ok`` result in both
 sweeps: an endpoint that failed in either sweep is neither newly broken nor fixed.
 A new endpoint's own state is in its entry (``legacy_tls``, ``plaintext_login``).
+
+A closed sweep stores its diff against the previous closed sweep of the same scope
+(``sweeps.diff``, :meth:`SweepDiff.to_dict`; read back with :meth:`SweepDiff.from_dict`);
+:func:`sweep_diff` compares any two sweeps on demand (the API's ``?against=``), with
+whatever results they hold at that moment.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +58,20 @@ class DiffEntry:
     legacy_tls: bool | None = None
     plaintext_login: bool | None = None
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DiffEntry:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            endpoint_id=int(data["endpoint_id"]),
+            ip=str(data["ip"]),
+            port=int(data["port"]),
+            service=str(data["service"]),
+            host=str(data["host"]),
+            domains=tuple(str(d) for d in data.get("domains", ())),
+            legacy_tls=data.get("legacy_tls"),
+            plaintext_login=data.get("plaintext_login"),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "endpoint_id": self.endpoint_id,
@@ -83,12 +103,37 @@ class SweepDiff:
         """Every domain affected by one category, sorted."""
         return sorted({d for entry in self[category] for d in entry.domains})
 
+    def counts(self) -> dict[str, int]:
+        """Entries per category (every category, zeros included)."""
+        return {c: len(self[c]) for c in CATEGORIES}
+
+    def listing(self, category: str | None = None) -> list[tuple[str, DiffEntry]]:
+        """Every (category, entry), or one category's, in a stable order: by category
+        (in :data:`CATEGORIES` order), then endpoint id."""
+        chosen = CATEGORIES if category is None else (category,)
+        return [
+            (c, entry) for c in chosen for entry in sorted(self[c], key=lambda e: e.endpoint_id)
+        ]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepDiff:
+        """A diff as stored in ``sweeps.diff`` (categories it lacks are empty)."""
+        previous = data.get("previous_sweep_id")
+        return cls(
+            sweep_id=int(data["sweep_id"]),
+            previous_sweep_id=int(previous) if previous is not None else None,
+            entries={
+                c: tuple(DiffEntry.from_dict(entry) for entry in data.get(c) or ())
+                for c in CATEGORIES
+            },
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The form stored in ``sweeps.diff``."""
         return {
             "sweep_id": self.sweep_id,
             "previous_sweep_id": self.previous_sweep_id,
-            "counts": {c: len(self[c]) for c in CATEGORIES},
+            "counts": self.counts(),
             **{c: [entry.to_dict() for entry in self[c]] for c in CATEGORIES},
         }
 
@@ -147,7 +192,9 @@ _DIFF_SQL = text(
 
 
 async def sweep_diff(session: AsyncSession, sweep_id: int, previous_id: int | None) -> SweepDiff:
-    """The diff of sweep ``sweep_id`` against ``previous_id`` (None: no previous sweep)."""
+    """The diff of sweep ``sweep_id`` against ``previous_id`` (None: no previous sweep),
+    from what both hold now. Any two sweeps compare, whatever their order or status:
+    ``previous_id`` is the baseline. One SQL statement."""
     rows = await session.execute(
         _DIFF_SQL, {"cur": sweep_id, "prev": previous_id, "legacy": LEGACY_MAX_RANK}
     )

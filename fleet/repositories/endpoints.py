@@ -1,21 +1,36 @@
-"""Endpoints: one row per ``(ip, port, service)`` for all time."""
+"""Endpoints: one row per ``(ip, port, service)`` for all time; which domains use them,
+and their results across sweeps.
+
+``manager`` scopes a read to one account manager: an endpoint is visible when one of
+the manager's customers' domains used it in some sweep (None: everything).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Row, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
-from fleet.db.models import Endpoint
+from fleet.db.models import Customer, Domain, DomainEndpoint, Endpoint, ScanResult
 from fleet.repositories._sql import any_int, table_of
 from scanner.discovery import EndpointKey
 from scanner.models import Target
 from scanner.services import service_named
 
-__all__ = ["endpoint_target", "ensure_endpoints", "get_targets"]
+__all__ = [
+    "EndpointUse",
+    "endpoint_results",
+    "endpoint_target",
+    "endpoint_uses",
+    "ensure_endpoints",
+    "get_endpoint",
+    "get_targets",
+]
 
 
 def endpoint_target(endpoint: Endpoint) -> Target:
@@ -81,3 +96,89 @@ async def get_targets(session: AsyncSession, endpoint_ids: Collection[int]) -> d
         return {}
     rows = await session.scalars(select(Endpoint).where(any_int(Endpoint.id, endpoint_ids)))
     return {endpoint.id: endpoint_target(endpoint) for endpoint in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointUse:
+    """A domain's use of an endpoint in a sweep: through which host name, found how
+    (``mx``, ``srv``, ``web``, …)."""
+
+    domain_id: int
+    domain: str
+    host: str
+    how: str
+
+
+def _managed_by(manager: int) -> ColumnElement[bool]:
+    """``domain_endpoints`` rows whose domain belongs to one of ``manager``'s customers."""
+    return DomainEndpoint.domain_id.in_(
+        select(Domain.id)
+        .join(Customer, Customer.id == Domain.customer_id)
+        .where(Customer.account_manager_id == manager)
+    )
+
+
+async def get_endpoint(
+    session: AsyncSession, endpoint_id: int, *, manager: int | None = None
+) -> Endpoint | None:
+    """The endpoint, if it exists and (with ``manager``) that manager may see it."""
+    stmt = select(Endpoint).where(Endpoint.id == endpoint_id)
+    if manager is not None:
+        stmt = stmt.where(
+            exists().where(DomainEndpoint.endpoint_id == Endpoint.id, _managed_by(manager))
+        )
+    return await session.scalar(stmt)
+
+
+async def endpoint_uses(
+    session: AsyncSession, endpoint_id: int, *, manager: int | None = None
+) -> tuple[int | None, list[EndpointUse]]:
+    """The latest sweep that used the endpoint, and every use of it in that sweep, by
+    domain name and host; (None, []) if no sweep used it. With ``manager``, only that
+    manager's domains count (the latest sweep in which one of them used it)."""
+    latest = select(func.max(DomainEndpoint.sweep_id)).where(
+        DomainEndpoint.endpoint_id == endpoint_id
+    )
+    if manager is not None:
+        latest = latest.where(_managed_by(manager))
+    sweep_id = await session.scalar(latest)
+    if sweep_id is None:
+        return None, []
+    stmt = (
+        select(Domain.id, Domain.name, DomainEndpoint.host, DomainEndpoint.how)
+        .join(Domain, Domain.id == DomainEndpoint.domain_id)
+        .where(DomainEndpoint.endpoint_id == endpoint_id, DomainEndpoint.sweep_id == sweep_id)
+        .order_by(Domain.name, DomainEndpoint.host, DomainEndpoint.how)
+    )
+    if manager is not None:
+        stmt = stmt.where(_managed_by(manager))
+    rows = await session.execute(stmt)
+    return sweep_id, [EndpointUse(r.id, r.name, r.host, r.how) for r in rows]
+
+
+async def endpoint_results(
+    session: AsyncSession,
+    endpoint_id: int,
+    *,
+    before: int | None,
+    limit: int,
+    documents: bool = True,
+) -> list[Row[Any]]:
+    """A page of the endpoint's results across sweeps, newest (last stored) first:
+    rows of ``id`` (the result's), ``sweep_id``, ``scanned_at``, ``status``,
+    ``error_kind`` and, with ``documents``, ``document``. Up to ``limit + 1`` rows
+    with ids below ``before`` (the last id of the previous page)."""
+    columns: list[Any] = [
+        ScanResult.id,
+        ScanResult.sweep_id,
+        ScanResult.scanned_at,
+        ScanResult.status,
+        ScanResult.error_kind,
+    ]
+    if documents:
+        columns.append(ScanResult.document)
+    stmt = select(*columns).where(ScanResult.endpoint_id == endpoint_id)
+    if before is not None:
+        stmt = stmt.where(ScanResult.id < before)
+    rows = await session.execute(stmt.order_by(ScanResult.id.desc()).limit(limit + 1))
+    return list(rows.all())

@@ -66,7 +66,9 @@ class LatestResultRead(BaseModel):
         description="up to 10 of the domains (visible to the key, and selected by the "
         "filter) that use the endpoint now, by domain id"
     )
-    domains_total: int = Field(description="how many such domains there are")
+    domains_total: int = Field(
+        description="how many such domains there are, counted up to 100 (100: at least that many)"
+    )
 
     @classmethod
     def of(cls, row: LatestRow) -> LatestResultRead:
@@ -179,7 +181,8 @@ class StatsRead(BaseModel):
     expiring_days: int
     counts: CountsRead
     account_managers: list[ManagerCountsRead] = Field(
-        description="the same counts per account manager (an account manager's key: its own)"
+        description="with by_account_manager=true: the same counts per account manager "
+        "(an account manager's key: its own); else empty"
     )
 
 

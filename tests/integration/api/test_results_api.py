@@ -550,7 +550,9 @@ def _of(specs: dict[str, Spec], domain: str) -> list[Spec]:
 
 
 async def test_stats_equal_counts_from_the_seeds(client: httpx.AsyncClient, seeded: Seeded) -> None:
-    response = await client.get("/v1/stats", headers=auth(seeded.fleet, "viewer"))
+    response = await client.get(
+        "/v1/stats?by_account_manager=true", headers=auth(seeded.fleet, "viewer")
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     now = dt.datetime.fromisoformat(body["as_of"])
@@ -575,7 +577,7 @@ async def test_stats_take_the_filters_and_the_expiry_window(
     client: httpx.AsyncClient, seeded: Seeded
 ) -> None:
     response = await client.get(
-        f"/v1/stats?expiring_days=5&customer_id={seeded.fleet.bob_customer}",
+        f"/v1/stats?expiring_days=5&by_account_manager=true&customer_id={seeded.fleet.bob_customer}",
         headers=auth(seeded.fleet, "admin"),
     )
     body = response.json()
@@ -590,7 +592,13 @@ async def test_stats_take_the_filters_and_the_expiry_window(
 async def test_account_manager_gets_its_own_stats(
     client: httpx.AsyncClient, seeded: Seeded
 ) -> None:
-    body = (await client.get("/v1/stats", headers=auth(seeded.fleet, "account_manager"))).json()
+    plain = await client.get("/v1/stats", headers=auth(seeded.fleet, "viewer"))
+    assert plain.json()["account_managers"] == []
+    body = (
+        await client.get(
+            "/v1/stats?by_account_manager=true", headers=auth(seeded.fleet, "account_manager")
+        )
+    ).json()
     now = dt.datetime.fromisoformat(body["as_of"])
     mine = expected_counts(_of(CURRENT, "alice.example"), now)
     assert body["counts"] == mine

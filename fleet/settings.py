@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,21 @@ class Settings(BaseSettings):
     )
     webhook_max_attempts: int = Field(
         default=14, ge=1, le=100, description="webhook attempts before the dead letter"
+    )
+    policy_file: Path | None = Field(
+        default=None,
+        description="policy profile (TOML, policy.load_profile); unset → the default "
+        "profile with cutoff_date",
+    )
+    notice_min_severity: Literal["info", "low", "medium", "high", "critical"] = Field(
+        default="high", description="findings at least this severe go into notices"
+    )
+    certificate_warning_days: list[int] = Field(
+        default_factory=lambda: [60, 14, 4],
+        description="days before a certificate expires at which to warn (each step once)",
+    )
+    templates_dir: Path | None = Field(
+        default=None, description="notice templates that override the shipped ones"
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -466,3 +467,131 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _now()
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- findings and notices (fleet/findings.py, fleet/notices.py) ----------------------------
+
+NOTICE_STATUSES = ("open", "notified", "acknowledged", "exception", "resolved", "dismissed")
+#: Statuses in which a notice covers its problems (no second notice for them).
+NOTICE_ACTIVE = ("open", "notified", "acknowledged", "exception")
+
+
+class Finding(Base):
+    """One rule that fired on one endpoint in one closed sweep (``policy.evaluate``).
+
+    Written once per sweep by :func:`fleet.findings.evaluate_sweep` (insert-once per
+    ``(sweep, endpoint, code)``: evaluating a sweep again stores the same rows), judged
+    at the sweep's ``finished_at`` under the deployment's profile. Domains, customers
+    and account managers are reached through the sweep's ``domain_endpoints``
+    (``(endpoint_id, sweep_id)`` is indexed there). ``severity_rank`` orders severities
+    (0 info … 4 critical) for "at least" filters.
+    """
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "endpoint_id", "code", name="uq_findings_sweep_endpoint_code"),
+        Index("ix_findings_sweep_rank", "sweep_id", "severity_rank"),
+        Index("ix_findings_sweep_code", "sweep_id", "code"),
+        Index("ix_findings_endpoint_sweep", "endpoint_id", "sweep_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(10))
+    severity_rank: Mapped[int] = mapped_column(SmallInteger)
+    port_class: Mapped[str] = mapped_column(String(12))
+    title: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[list[str]] = mapped_column(JSONB)
+    rules_version: Mapped[str] = mapped_column(String(20))
+    profile: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class FindingRun(Base):
+    """That a sweep's findings are stored (and when its notices were brought up to
+    date): the marker that makes the evaluation job idempotent and lets the reconciler
+    find closed sweeps whose job was lost."""
+
+    __tablename__ = "finding_runs"
+
+    sweep_id: Mapped[int] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True
+    )
+    rules_version: Mapped[str] = mapped_column(String(20))
+    profile: Mapped[str] = mapped_column(String(100))
+    #: When the sweep was judged (its finished_at): cert expiry is relative to it.
+    judged_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    findings: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[dt.datetime] = _now()
+    notices_synced_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Notice(Base):
+    """One customer's notice about one problem set, and its lifecycle.
+
+    The problem set (``problems``: ``[{"endpoint_id", "code", "step"}]``, sorted) is the
+    customer's findings of at least the configured severity plus the certificate-expiry
+    steps reached; ``problem_hash`` is its SHA-256, so an unchanged set never opens a
+    second notice. Status::
+
+        open ──(re-scan confirms)──▶ notified ──▶ acknowledged
+          │  └─(re-scan confirms nothing)──▶ dismissed (never sent)
+          └──────────── any active ──(a later sweep shows none)──▶ resolved
+        resolved ──(the set shows again)──▶ open (regression: finding.regressed)
+        open/notified/acknowledged ──(accepted risk)──▶ exception ──(until passes)──▶ open
+
+    ``generation`` counts (re)openings: each one's ``notice.opened`` is its own event.
+    """
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", NOTICE_STATUSES), name="status"),
+        Index("ix_notices_customer_hash", "customer_id", "problem_hash"),
+        Index("ix_notices_status", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    account_manager_id: Mapped[int | None] = mapped_column(
+        ForeignKey("account_managers.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(12), server_default="open")
+    problem_hash: Mapped[str] = mapped_column(String(64))
+    problems: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    #: What the confirming re-scan showed (the problems it confirmed, per endpoint).
+    confirmed: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    #: The sweep that opened (or last reopened) it, and the last sweep that judged it.
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    last_sweep_id: Mapped[int] = mapped_column(Integer)
+    generation: Mapped[int] = mapped_column(Integer, server_default="1")
+    regressions: Mapped[int] = mapped_column(Integer, server_default="0")
+    exception_reason: Mapped[str | None] = mapped_column(Text)
+    exception_until: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+    notified_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CertificateWarning(Base):
+    """A certificate-expiry step (60, 14, 4 days …) warned about once: per customer,
+    endpoint, certificate (by its ``not_after``) and step. A renewed certificate has a
+    new ``not_after`` and so warns again at each step."""
+
+    __tablename__ = "certificate_warnings"
+
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    not_after: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notice_id: Mapped[int | None] = mapped_column(ForeignKey("notices.id", ondelete="SET NULL"))
+    sweep_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = _now()

@@ -14,8 +14,9 @@ from typing import Any, get_args
 import httpx
 import pytest
 from arq.connections import ArqRedis, RedisSettings
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.app import create_app
 from api.schemas.sweeps import DiffCategory
 from fleet import jobs, sweeps
 from fleet.db.models import DomainEndpoint, Endpoint, Sweep
@@ -38,6 +39,7 @@ from tests.integration.api.harness import (
     auth,
     check_route_needs_a_key,
     check_route_role,
+    settings_for,
 )
 from tests.integration.dnsserver import DnsServer
 
@@ -189,6 +191,27 @@ async def test_cancel_takes_the_sweeps_discovery_off_the_queue(
         assert await queue.exists(f"arq:job:{jobs.discover_job_id(sweep_id)}") == 0
     finally:
         await queue.aclose()
+
+
+async def test_cancel_works_while_redis_is_unreachable(
+    database_url: str, engine: AsyncEngine, unused_tcp_port: int, fleet: Fleet
+) -> None:
+    del engine  # requested for its clean-up
+    # Given an API whose job queue is unreachable
+    app = create_app(settings_for(database_url, f"redis://127.0.0.1:{unused_tcp_port}/0"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        # When an open sweep is cancelled, then it is (PostgreSQL holds the status)
+        response = await http.post(
+            f"/v1/sweeps/{fleet.extra['open_sweep']}/cancel", headers=auth(fleet, "operator")
+        )
+        assert response.status_code == 200, response.text
+        shown = await http.get(
+            f"/v1/sweeps/{fleet.extra['open_sweep']}", headers=auth(fleet, "viewer")
+        )
+    assert shown.json()["status"] == "cancelled"
 
 
 # -- diffs ----------------------------------------------------------------------------------

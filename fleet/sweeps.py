@@ -41,7 +41,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet import deliveries, jobs, webhooks
+from fleet import deliveries, jobs, notices, webhooks
 from fleet.limiter import LimiterUnavailable, is_limiter_failure
 from fleet.repositories import sweeps as sweep_repo
 from fleet.repositories import webhooks as webhook_repo
@@ -461,6 +461,9 @@ async def close(rt: SweepRuntime, sweep_id: int) -> bool:
         log.info("sweep %s closed; diff %s", sweep_id, counts)
         try:
             await deliveries.enqueue_deliveries(rt.redis, due)
+            # Findings and notices as a job of their own, after the commit: judging
+            # every document of the sweep stays out of the closing transaction.
+            await notices.enqueue_evaluate(rt.redis, sweep_id)
         except RedisError as exc:  # stored: the reconciler wakes them
             log.warning("sweep %s: webhook deliveries not queued yet: %s", sweep_id, exc)
         return True

@@ -21,12 +21,14 @@ from arq.worker import Retry
 from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 
-from fleet import deliveries, sweeps
+from fleet import deliveries, findings, notices, sweeps
 from fleet.limiter import LimiterUnavailable
 from worker.context import context
 
 __all__ = [
+    "findings_evaluate",
     "is_transient",
+    "notice_confirm",
     "retry_delay",
     "sweep_close",
     "sweep_discover",
@@ -108,7 +110,8 @@ async def sweep_reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     app = context(ctx)
     report = await _guarded(ctx, sweeps.reconcile(app.runtime))
     woken = await _guarded(ctx, deliveries.wake_due(app.runtime.sessions, app.redis))
-    return {**report.to_dict(), "webhook_deliveries": woken}
+    notice_work = await _guarded(ctx, notices.reconcile(app.runtime.sessions, app.redis))
+    return {**report.to_dict(), "webhook_deliveries": woken, **notice_work}
 
 
 async def sweep_nightly(ctx: dict[str, Any]) -> int | None:
@@ -129,4 +132,44 @@ async def webhook_deliver(ctx: dict[str, Any], delivery_id: int) -> str:
     )
     if result.outcome == "pending" and result.retry_in is not None:
         await deliveries.enqueue_deliveries(app.redis, [delivery_id], defer=result.retry_in)
+    return result.outcome
+
+
+def _notice_config(ctx: dict[str, Any]) -> notices.NoticeConfig:
+    settings = context(ctx).config.settings
+    return notices.NoticeConfig.from_settings(settings, findings.profile_for(settings))
+
+
+async def findings_evaluate(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
+    """Judge a closed sweep's results, store its findings once, bring its customers'
+    notices up to date; queue the confirming re-scans and wake the deliveries."""
+    app = context(ctx)
+    config = _notice_config(ctx)
+    stored = await _guarded(
+        ctx, findings.evaluate_sweep(app.runtime.sessions, config.profile, sweep_id)
+    )
+    if stored is None:
+        return {}
+    report = await _guarded(ctx, notices.sync_sweep(app.runtime.sessions, config, sweep_id))
+    if report is None:
+        return {"findings": stored.findings}
+    await deliveries.enqueue_deliveries(app.redis, report.due)
+    await notices.enqueue_confirms(app.redis, report.confirm)
+    return {
+        "findings": stored.findings,
+        "opened": report.opened,
+        "resolved": report.resolved,
+        "regressed": report.regressed,
+        "certificate_warnings": report.certificate_warnings,
+    }
+
+
+async def notice_confirm(ctx: dict[str, Any], notice_id: int) -> str:
+    """Re-scan an open notice's endpoints; send it with what the re-scan confirms, or
+    dismiss it."""
+    app = context(ctx)
+    result = await _guarded(
+        ctx, notices.confirm_notice(app.runtime, _notice_config(ctx), notice_id)
+    )
+    await deliveries.enqueue_deliveries(app.redis, result.due)
     return result.outcome

@@ -19,7 +19,7 @@ from typing import Any
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from fleet import deliveries, jobs
+from fleet import deliveries, jobs, notices
 from fleet.jobs import JobName
 from fleet.runtime import loop_factory
 from worker import jobs as worker_jobs
@@ -50,6 +50,18 @@ def worker_settings(config: WorkerConfig) -> dict[str, Any]:
             job(worker_jobs.sweep_scan_endpoint, JobName.SCAN),
             job(worker_jobs.sweep_close, JobName.CLOSE),
             job(worker_jobs.sweep_reconcile, JobName.RECONCILE),
+            func(
+                worker_jobs.findings_evaluate,
+                name=notices.EVALUATE_JOB,
+                timeout=options.job_timeout,
+                max_tries=options.max_tries,
+            ),
+            func(
+                worker_jobs.notice_confirm,
+                name=notices.CONFIRM_JOB,
+                timeout=options.job_timeout,
+                max_tries=options.max_tries,
+            ),
             func(
                 worker_jobs.webhook_deliver,
                 name=deliveries.DELIVER_JOB,

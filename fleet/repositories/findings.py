@@ -160,4 +160,4 @@ async def list_findings(
             )
         stmt = stmt.where(exists(used))
     rows = await session.execute(stmt.order_by(Finding.id).limit(limit + 1))
-    return [(f, e) for f, e in rows.tuples().all()]
+    return [(f, e) for f, e in rows.all()]

@@ -82,7 +82,7 @@ async def problem_pairs(
         .distinct()
     )
     found: dict[int, set[tuple[int, str]]] = defaultdict(set)
-    for customer_id, endpoint_id, code in rows.tuples():
+    for customer_id, endpoint_id, code in rows.all():
         found[customer_id].add((endpoint_id, code))
     return dict(found)
 
@@ -110,7 +110,7 @@ async def certificate_dates(
         .distinct()
     )
     found: dict[int, dict[int, dt.datetime]] = defaultdict(dict)
-    for customer_id, endpoint_id, not_after in rows.tuples():
+    for customer_id, endpoint_id, not_after in rows.all():
         if not_after is not None:
             found[customer_id][endpoint_id] = not_after
     return dict(found)
@@ -205,7 +205,7 @@ async def domains_by_endpoint(
         .distinct()
     )
     found: dict[int, set[str]] = defaultdict(set)
-    for endpoint_id, name in rows.tuples():
+    for endpoint_id, name in rows.all():
         found[endpoint_id].add(name)
     return {e: sorted(names) for e, names in found.items()}
 

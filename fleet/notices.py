@@ -82,6 +82,7 @@ __all__ = [
     "reconcile",
     "render",
     "set_exception",
+    "skip_sync",
     "sync_sweep",
     "view_from_assessments",
 ]
@@ -435,6 +436,14 @@ async def _warn_certificates(
                 "step": step,
             },
         )
+
+
+async def skip_sync(sessions: async_sessionmaker[AsyncSession], sweep_id: int) -> None:
+    """Mark a sweep's notices as done without changing any (notices switched off by
+    TLSFLEET_NOTICES_ENABLED=false: findings only)."""
+    async with sessions() as session:
+        await repo.mark_synced(session, sweep_id)
+        await session.commit()
 
 
 # -- the confirming re-scan ---------------------------------------------------------------

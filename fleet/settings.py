@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="policy profile (TOML, policy.load_profile); unset → the default "
         "profile with cutoff_date",
     )
+    notices_enabled: bool = Field(
+        default=True,
+        description="open, re-scan and send notices after each sweep (findings are stored "
+        "either way)",
+    )
     notice_min_severity: Literal["info", "low", "medium", "high", "critical"] = Field(
         default="high", description="findings at least this severe go into notices"
     )

@@ -150,6 +150,9 @@ async def findings_evaluate(ctx: dict[str, Any], sweep_id: int) -> dict[str, int
     )
     if stored is None:
         return {}
+    if not app.config.settings.notices_enabled:
+        await _guarded(ctx, notices.skip_sync(app.runtime.sessions, sweep_id))
+        return {"findings": stored.findings}
     report = await _guarded(ctx, notices.sync_sweep(app.runtime.sessions, config, sweep_id))
     if report is None:
         return {"findings": stored.findings}

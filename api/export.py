@@ -38,13 +38,17 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
 from fastapi import Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from api.pagination import next_link
 
 __all__ = [
     "CSV_MEDIA_TYPE",
@@ -56,6 +60,8 @@ __all__ = [
     "csv_responses",
     "csv_rows",
     "keyset_rows",
+    "page_or_csv",
+    "schema_columns",
     "wants_csv",
 ]
 
@@ -100,6 +106,9 @@ def csv_cell(value: object) -> str:
         return str(value)
     if isinstance(value, list | tuple | set | frozenset):
         text = " ".join(csv_cell(v).removeprefix("'") for v in value)
+    elif isinstance(value, dict | BaseModel):
+        data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+        text = json.dumps(data, separators=(",", ":"), sort_keys=True, default=str)
     else:
         text = str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
@@ -181,3 +190,49 @@ def csv_responses(columns: Sequence[Column[Any]], example: str) -> dict[int | st
             "content": {"text/csv": {"schema": {"type": "string"}, "example": example}},
         }
     }
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def schema_columns(schema: type[BaseModel]) -> tuple[Column[Any], ...]:
+    """CSV columns for a response schema: one per field, in the schema's order, read
+    from the schema's objects (nested objects as compact JSON)."""
+
+    def getter(name: str) -> Callable[[Any], object]:
+        return lambda item: getattr(item, name)
+
+    return tuple(
+        Column(name, field.description or name.replace("_", " "), getter(name))
+        for name, field in schema.model_fields.items()
+    )
+
+
+async def _converted(rows: AsyncIterable[Any], convert: Callable[[Any], M]) -> AsyncIterator[M]:
+    async for row in rows:
+        yield convert(row)
+
+
+async def page_or_csv(
+    request: Request,
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    fetch: Callable[[AsyncSession, int | None, int], Awaitable[Sequence[Any]]],
+    schema: type[M],
+    *,
+    after: int | None,
+    limit: int,
+    format_: str | None,
+    filename: str,
+    convert: Callable[[Any], M] | None = None,
+) -> Any:
+    """The common body of a list route: a JSON page (``{"items", "next"}``) of
+    ``fetch``'s rows after ``after``, or — ``format=csv`` / ``Accept: text/csv`` — the
+    whole list streamed as CSV with :func:`schema_columns`. ``convert`` turns a row into
+    the schema (default: ``schema.model_validate``)."""
+    to_item: Callable[[Any], M] = convert or schema.model_validate
+    if wants_csv(request, format_):
+        rows = _converted(keyset_rows(sessions, fetch), to_item)
+        return csv_response(rows, schema_columns(schema), filename)
+    items, link = next_link(request, list(await fetch(session, after, limit)), limit)
+    return {"items": [to_item(row) for row in items], "next": link}

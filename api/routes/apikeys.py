@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import queries
-from api.deps import Admin, SessionDep
+from api.deps import Admin, RuntimeDep, SessionDep
 from api.errors import Invalid, NotFound
-from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
+from api.export import FormatQuery, csv_responses, page_or_csv, schema_columns
+from api.pagination import CursorQuery, LimitQuery, decode_cursor
 from api.schemas.apikeys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from api.schemas.common import IdPath, Page, problems
 from fleet.repositories import apikeys
+from fleet.repositories.inventory import get_manager
+
+KEY_COLUMNS = schema_columns(ApiKeyRead)
 
 router = APIRouter(prefix="/v1/apikeys", tags=["API keys"], responses=problems(401, 403, 422))
 log = logging.getLogger(__name__)
@@ -28,7 +34,7 @@ async def create_key(body: ApiKeyCreate, session: SessionDep, caller: Admin) -> 
     """Create a key and return it with its secret — the only time the secret is shown.
     An ``account_manager`` key needs ``account_manager_id``; other roles must not have one."""
     if body.account_manager_id is not None and (
-        await queries.get_manager(session, body.account_manager_id) is None
+        await get_manager(session, body.account_manager_id) is None
     ):
         raise Invalid(f"no account manager {body.account_manager_id}")
     try:
@@ -43,18 +49,40 @@ async def create_key(body: ApiKeyCreate, session: SessionDep, caller: Admin) -> 
     return ApiKeyCreated(**read.model_dump(), key=new.secret)
 
 
-@router.get("", summary="List API keys")
+@router.get(
+    "",
+    summary="List API keys",
+    response_model=Page[ApiKeyRead],
+    responses=csv_responses(
+        KEY_COLUMNS, "id,prefix,name,role,account_manager_id,created_at,revoked_at\r\n"
+    ),
+)
 async def list_keys(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     _caller: Admin,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-) -> Page[ApiKeyRead]:
-    """Every key (revoked ones too), oldest first. Secrets are never shown again."""
-    rows = await apikeys.list_keys(session, after=decode_cursor(cursor), limit=limit + 1)
-    items, link = next_link(request, list(rows), limit)
-    return Page(items=[ApiKeyRead.model_validate(k) for k in items], next=link)
+    format_: FormatQuery = None,
+) -> Any:
+    """Every key (revoked ones too), oldest first. Secrets are never shown again;
+    `format=csv` streams them all as CSV."""
+
+    def fetch(s: AsyncSession, after: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return apikeys.list_keys(s, after=after, limit=n + 1)
+
+    return await page_or_csv(
+        request,
+        session,
+        runtime.sessions,
+        fetch,
+        ApiKeyRead,
+        after=decode_cursor(cursor),
+        limit=limit,
+        format_=format_,
+        filename="api-keys.csv",
+    )
 
 
 @router.get("/{key_id}", summary="Show an API key", responses=problems(404))

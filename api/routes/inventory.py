@@ -8,7 +8,7 @@ operator.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import RuntimeDep, ScopedReader, SessionDep, Writer
 from api.errors import BatchTooLarge, Invalid, NotFound
-from api.export import Column, FormatQuery, csv_response, csv_responses, keyset_rows, wants_csv
-from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
+from api.export import FormatQuery, csv_responses, page_or_csv, schema_columns
+from api.pagination import CursorQuery, LimitQuery, decode_cursor
 from api.schemas.common import MAX_ID, Page, problems
 from api.schemas.inventory import (
     MAX_IMPORT_ROWS,
@@ -77,11 +77,6 @@ def _found(row: R | None, what: str) -> R:
     return row
 
 
-def _page(request: Request, rows: list[Any], limit: int, schema: type[M]) -> Page[M]:
-    items, link = next_link(request, rows, limit)
-    return Page[schema](items=[schema.model_validate(row) for row in items], next=link)  # type: ignore[valid-type]
-
-
 async def _saved(session: AsyncSession, row: InventoryModel, schema: type[M]) -> M:
     """Commit the request's change to ``row`` and return it as ``schema``."""
     await session.flush()
@@ -99,43 +94,9 @@ async def _deleted(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _columns(schema: type[BaseModel]) -> tuple[Column[Any], ...]:
-    """CSV columns for a read schema: one per field, in the schema's order."""
-
-    def getter(name: str) -> Callable[[Any], object]:
-        return lambda row: getattr(row, name)
-
-    return tuple(
-        Column(name, field.description or name.replace("_", " "), getter(name))
-        for name, field in schema.model_fields.items()
-    )
-
-
-MANAGER_COLUMNS = _columns(AccountManagerRead)
-CUSTOMER_COLUMNS = _columns(CustomerRead)
-DOMAIN_COLUMNS = _columns(DomainRead)
-
-Fetch = Callable[[AsyncSession, int | None, int], Awaitable[Sequence[Any]]]
-
-
-async def _list(
-    request: Request,
-    session: AsyncSession,
-    runtime: RuntimeDep,
-    fetch: Fetch,
-    schema: type[M],
-    *,
-    limit: int,
-    cursor: str | None,
-    format_: str | None,
-    filename: str,
-) -> Any:
-    """A JSON page of a list, or (``format=csv`` / ``Accept: text/csv``) the whole list as
-    a streamed CSV download."""
-    after = decode_cursor(cursor)
-    if wants_csv(request, format_):
-        return csv_response(keyset_rows(runtime.sessions, fetch), _columns(schema), filename)
-    return _page(request, list(await fetch(session, after, limit)), limit, schema)
+MANAGER_COLUMNS = schema_columns(AccountManagerRead)
+CUSTOMER_COLUMNS = schema_columns(CustomerRead)
+DOMAIN_COLUMNS = schema_columns(DomainRead)
 
 
 async def _manager_exists(session: SessionDep, manager_id: int | None) -> None:
@@ -172,14 +133,14 @@ async def list_managers(
     def fetch(s: AsyncSession, after: int | None, n: int) -> Awaitable[Sequence[Any]]:
         return repo.list_managers(s, after=after, limit=n, manager=caller.scope)
 
-    return await _list(
+    return await page_or_csv(
         request,
         session,
-        runtime,
+        runtime.sessions,
         fetch,
         AccountManagerRead,
+        after=decode_cursor(cursor),
         limit=limit,
-        cursor=cursor,
         format_=format_,
         filename="account-managers.csv",
     )
@@ -272,14 +233,14 @@ async def list_customers(
             s, after=after, limit=n, manager=caller.scope, account_manager_id=account_manager_id
         )
 
-    return await _list(
+    return await page_or_csv(
         request,
         session,
-        runtime,
+        runtime.sessions,
         fetch,
         CustomerRead,
+        after=decode_cursor(cursor),
         limit=limit,
-        cursor=cursor,
         format_=format_,
         filename="customers.csv",
     )
@@ -378,14 +339,14 @@ async def list_domains(
             active=active,
         )
 
-    return await _list(
+    return await page_or_csv(
         request,
         session,
-        runtime,
+        runtime.sessions,
         fetch,
         DomainRead,
+        after=decode_cursor(cursor),
         limit=limit,
-        cursor=cursor,
         format_=format_,
         filename="domains.csv",
     )

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import ScopedReader, ScopedWriter, SessionDep, SettingsDep
+from api.deps import RuntimeDep, ScopedReader, ScopedWriter, SessionDep, SettingsDep
 from api.errors import Conflict, Invalid, NotFound
-from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
+from api.export import FormatQuery, csv_responses, page_or_csv, schema_columns
+from api.pagination import CursorQuery, LimitQuery, decode_cursor
 from api.schemas.common import MAX_ID, IdPath, Page, problems
 from api.schemas.notices import (
     EndpointRef,
@@ -38,6 +40,9 @@ from fleet.repositories import findings as finding_repo
 from fleet.repositories import inventory
 from fleet.repositories import notices as repo
 from fleet.settings import Settings
+
+NOTICE_COLUMNS = schema_columns(NoticeRead)
+FINDING_COLUMNS = schema_columns(FindingRead)
 
 router = APIRouter(prefix="/v1", tags=["notices"], responses=problems(401, 403, 422))
 log = logging.getLogger(__name__)
@@ -99,31 +104,50 @@ class _Row:
         self.read = _finding(finding, endpoint)
 
 
-@router.get("/notices", summary="List notices")
+@router.get(
+    "/notices",
+    summary="List notices",
+    response_model=Page[NoticeRead],
+    responses=csv_responses(NOTICE_COLUMNS, ",".join(c.name for c in NOTICE_COLUMNS) + "\r\n"),
+)
 async def list_notices(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     status: Annotated[NoticeStatus | None, Query(description="only notices in this state")] = None,
     customer_id: IdQuery = None,
     account_manager_id: IdQuery = None,
-) -> Page[NoticeRead]:
+    format_: FormatQuery = None,
+) -> Any:
     """Notices in id order, optionally of one status, customer or account manager (an
-    account manager's key sees only its customers')."""
+    account manager's key sees only its customers'); `format=csv` streams them all."""
     await _check_filters(session, caller.scope, customer_id, account_manager_id)
-    rows = await repo.list_notices(
+
+    def fetch(s: AsyncSession, after: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return repo.list_notices(
+            s,
+            after=after,
+            limit=n,
+            manager=caller.scope,
+            status=status,
+            customer_id=customer_id,
+            account_manager_id=account_manager_id,
+        )
+
+    return await page_or_csv(
+        request,
         session,
+        runtime.sessions,
+        fetch,
+        NoticeRead,
         after=decode_cursor(cursor),
         limit=limit,
-        manager=caller.scope,
-        status=status,
-        customer_id=customer_id,
-        account_manager_id=account_manager_id,
+        format_=format_,
+        filename="notices.csv",
     )
-    items, link = next_link(request, rows, limit)
-    return Page(items=[NoticeRead.model_validate(n) for n in items], next=link)
 
 
 @router.get("/notices/{notice_id}", summary="Show a notice", responses=problems(404))
@@ -234,10 +258,16 @@ async def set_exception(
     return NoticeRead.model_validate(notice)
 
 
-@router.get("/findings", summary="List a sweep's findings")
+@router.get(
+    "/findings",
+    summary="List a sweep's findings",
+    response_model=Page[FindingRead],
+    responses=csv_responses(FINDING_COLUMNS, ",".join(c.name for c in FINDING_COLUMNS) + "\r\n"),
+)
 async def list_findings(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
@@ -251,24 +281,39 @@ async def list_findings(
     code: Annotated[str | None, Query(max_length=40, description="only this rule")] = None,
     customer_id: IdQuery = None,
     account_manager_id: IdQuery = None,
-) -> Page[FindingRead]:
+    format_: FormatQuery = None,
+) -> Any:
     """Findings of one closed sweep (by default the latest whose findings are stored)
     in id order, filtered by minimum severity, rule code, customer or account manager
     (an account manager's key sees only its customers' endpoints)."""
     await _check_filters(session, caller.scope, customer_id, account_manager_id)
     sweep = sweep_id if sweep_id is not None else await finding_repo.latest_judged_sweep(session)
-    if sweep is None:
-        return Page(items=[], next=None)
-    rows = await finding_repo.list_findings(
+    judged: int = sweep or 0
+
+    async def fetch(s: AsyncSession, after: int | None, n: int) -> Sequence[_Row]:
+        if sweep is None:  # no sweep judged yet: nothing to list
+            return []
+        rows = await finding_repo.list_findings(
+            s,
+            sweep_id=judged,
+            after=after,
+            limit=n,
+            min_rank=SEVERITY_RANK[severity] if severity is not None else None,
+            code=code,
+            customer_id=customer_id,
+            account_manager_id=caller.scope if caller.scope is not None else account_manager_id,
+        )
+        return [_Row(f, e) for f, e in rows]
+
+    return await page_or_csv(
+        request,
         session,
-        sweep_id=sweep,
+        runtime.sessions,
+        fetch,
+        FindingRead,
         after=decode_cursor(cursor),
         limit=limit,
-        min_rank=SEVERITY_RANK[severity] if severity is not None else None,
-        code=code,
-        customer_id=customer_id,
-        account_manager_id=caller.scope if caller.scope is not None else account_manager_id,
+        format_=format_,
+        filename=f"findings-sweep-{judged}.csv",
+        convert=lambda row: row.read,
     )
-
-    items, link = next_link(request, [_Row(f, e) for f, e in rows], limit)
-    return Page(items=[row.read for row in items], next=link)

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from api import queries
 from api.deps import RuntimeDep
 from api.errors import Unavailable
 from api.metrics import Metrics
 from api.schemas.common import problems
 from fleet.db.models import SWEEP_STATUSES
+from fleet.db.session import ping
 from fleet.repositories import sweeps as sweep_repo
 
 router = APIRouter(tags=["operations"])
@@ -42,7 +42,7 @@ async def healthz() -> Status:
 
 async def _check_database(runtime: RuntimeDep) -> None:
     async with runtime.sessions() as session:
-        await queries.ping(session)
+        await ping(session)
 
 
 async def _check_redis(url: str) -> None:

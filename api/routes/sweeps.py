@@ -6,15 +6,17 @@ domains that use it, and its results across sweeps."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import queries
 from api.deps import Reader, RuntimeDep, ScopedReader, SessionDep, Writer
 from api.errors import Conflict, Invalid, NotFound
+from api.export import FormatQuery, csv_responses, page_or_csv, schema_columns
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
 from api.schemas.common import MAX_ID, IdPath, Page, problems
 from api.schemas.sweeps import (
@@ -37,10 +39,14 @@ from fleet.repositories import endpoints as endpoint_repo
 from fleet.repositories import results as result_repo
 from fleet.repositories import sweeps as sweep_repo
 from fleet.repositories.diff import DiffEntry, SweepDiff, sweep_diff
+from fleet.repositories.inventory import get_domain
 from fleet.repositories.sweeps import SweepProgress
 from fleet.repositories.sweeps import get_sweep as load_sweep
 from scanner.discovery import normalise_domain
 from scanner.errors import TargetError
+
+SWEEP_COLUMNS = schema_columns(SweepRead)
+HISTORY_COLUMNS = schema_columns(EndpointHistoryRead)
 
 router = APIRouter(prefix="/v1", tags=["sweeps and results"], responses=problems(401, 403, 422))
 log = logging.getLogger(__name__)
@@ -105,18 +111,44 @@ async def start_sweep(
     return _read(sweep, await sweeps.progress(session, sweep_id))
 
 
-@router.get("/sweeps", summary="List sweeps")
+@router.get(
+    "/sweeps",
+    summary="List sweeps",
+    response_model=Page[SweepRead],
+    responses=csv_responses(
+        SWEEP_COLUMNS,
+        "id,kind,status,scope,options,created_at,started_at,finished_at,progress\r\n"
+        '12,nightly,done,"{""all"":true}","{""quick"":true}",2026-11-28T02:00:00+00:00,'
+        "2026-11-28T02:00:01+00:00,2026-11-28T02:04:10+00:00,\r\n",
+    ),
+)
 async def list_sweeps(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     _caller: Reader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-) -> Page[SweepRead]:
-    """Sweeps, newest first (without progress; show one sweep for that)."""
-    rows = await sweep_repo.sweep_page(session, before=decode_cursor(cursor), limit=limit)
-    items, link = next_link(request, rows, limit)
-    return Page(items=[_read(s) for s in items], next=link)
+    format_: FormatQuery = None,
+) -> Any:
+    """Sweeps, newest first (without progress; show one sweep for that); `format=csv`
+    streams them all as CSV."""
+
+    def fetch(s: AsyncSession, before: int | None, n: int) -> Awaitable[Sequence[Sweep]]:
+        return sweep_repo.sweep_page(s, before=before, limit=n)
+
+    return await page_or_csv(
+        request,
+        session,
+        runtime.sessions,
+        fetch,
+        SweepRead,
+        after=decode_cursor(cursor),
+        limit=limit,
+        format_=format_,
+        filename="sweeps.csv",
+        convert=_read,
+    )
 
 
 @router.get("/sweeps/{sweep_id}", summary="Show a sweep and its progress", responses=problems(404))
@@ -247,7 +279,7 @@ async def domain_results(
 ) -> DomainResults:
     """For each endpoint the domain used in its latest sweep, the latest result document
     (docs/result-document.md). Account managers see only their customers' domains."""
-    domain = await queries.get_domain(session, domain_id, manager=caller.scope)
+    domain = await get_domain(session, domain_id, manager=caller.scope)
     if domain is None:
         raise NotFound(f"no domain {domain_id}")
     pairs = await result_repo.domain_results(session, domain_id)
@@ -299,39 +331,56 @@ async def get_endpoint(
 @router.get(
     "/endpoints/{endpoint_id}/results",
     summary="An endpoint's results across sweeps",
-    responses=problems(404),
+    response_model=Page[EndpointHistoryRead],
+    responses={
+        **csv_responses(HISTORY_COLUMNS, "id,sweep_id,scanned_at,status,error_kind,document\r\n"),
+        **problems(404),
+    },
 )
 async def endpoint_history(
     request: Request,
     endpoint_id: IdPath,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     documents: Annotated[
         bool, Query(description="include the result documents (false: status only)")
     ] = True,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-) -> Page[EndpointHistoryRead]:
+    format_: FormatQuery = None,
+) -> Any:
     """The endpoint's results, one per sweep that scanned it, newest (last stored)
     first: sweep id, time, status, error kind and the result document. Scoped like
-    ``GET /v1/endpoints/{id}``."""
+    ``GET /v1/endpoints/{id}``. `format=csv` streams the whole history (documents as
+    JSON cells unless ``documents=false``)."""
     if await endpoint_repo.get_endpoint(session, endpoint_id, manager=caller.scope) is None:
         raise NotFound(f"no endpoint {endpoint_id}")
-    rows = await endpoint_repo.endpoint_results(
-        session, endpoint_id, before=decode_cursor(cursor), limit=limit, documents=documents
-    )
-    items, link = next_link(request, rows, limit)
-    return Page(
-        items=[
-            EndpointHistoryRead(
-                id=r.id,
-                sweep_id=r.sweep_id,
-                scanned_at=r.scanned_at,
-                status=r.status,
-                error_kind=r.error_kind,
-                document=r.document if documents else None,
-            )
-            for r in items
-        ],
-        next=link,
+
+    def fetch(s: AsyncSession, before: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return endpoint_repo.endpoint_results(
+            s, endpoint_id, before=before, limit=n, documents=documents
+        )
+
+    def convert(r: Any) -> EndpointHistoryRead:
+        return EndpointHistoryRead(
+            id=r.id,
+            sweep_id=r.sweep_id,
+            scanned_at=r.scanned_at,
+            status=r.status,
+            error_kind=r.error_kind,
+            document=r.document if documents else None,
+        )
+
+    return await page_or_csv(
+        request,
+        session,
+        runtime.sessions,
+        fetch,
+        EndpointHistoryRead,
+        after=decode_cursor(cursor),
+        limit=limit,
+        format_=format_,
+        filename=f"endpoint-{endpoint_id}-results.csv",
+        convert=convert,
     )

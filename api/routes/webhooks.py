@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Annotated
+from collections.abc import Awaitable, Sequence
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import RuntimeDep, ScopedReader, ScopedWriter, SessionDep, SettingsDep
 from api.errors import Conflict, Invalid, NotFound
-from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
+from api.export import FormatQuery, csv_responses, page_or_csv, schema_columns
+from api.pagination import CursorQuery, LimitQuery, decode_cursor
 from api.schemas.common import IdPath, Page, problems
 from api.schemas.webhooks import (
     DeliveryRead,
@@ -32,6 +35,9 @@ from fleet.repositories import inventory
 from fleet.repositories import webhooks as repo
 from fleet.settings import Settings
 from fleet.webhooks import TargetRefused, check_target
+
+SUBSCRIPTION_COLUMNS = schema_columns(SubscriptionRead)
+DELIVERY_COLUMNS = schema_columns(DeliveryRead)
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=problems(401, 403, 422))
 log = logging.getLogger(__name__)
@@ -96,20 +102,40 @@ async def create_subscription(
     return _with_secret(subscription)
 
 
-@router.get("/webhooks", summary="List webhook subscriptions")
+@router.get(
+    "/webhooks",
+    summary="List webhook subscriptions",
+    response_model=Page[SubscriptionRead],
+    responses=csv_responses(
+        SUBSCRIPTION_COLUMNS, "id,name,account_manager_id,url,events,digest,active,created_at\r\n"
+    ),
+)
 async def list_subscriptions(
     request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
-) -> Page[SubscriptionRead]:
-    """Subscriptions in id order (an account manager's key sees only its own)."""
-    rows = await repo.list_subscriptions(
-        session, after=decode_cursor(cursor), limit=limit, manager=caller.scope
+    format_: FormatQuery = None,
+) -> Any:
+    """Subscriptions in id order (an account manager's key sees only its own);
+    `format=csv` streams them all as CSV."""
+
+    def fetch(s: AsyncSession, after: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return repo.list_subscriptions(s, after=after, limit=n, manager=caller.scope)
+
+    return await page_or_csv(
+        request,
+        session,
+        runtime.sessions,
+        fetch,
+        SubscriptionRead,
+        after=decode_cursor(cursor),
+        limit=limit,
+        format_=format_,
+        filename="webhooks.csv",
     )
-    items, link = next_link(request, rows, limit)
-    return Page(items=[SubscriptionRead.model_validate(s) for s in items], next=link)
 
 
 @router.get(
@@ -187,27 +213,46 @@ async def delete_subscription(
 @router.get(
     "/webhooks/{subscription_id}/deliveries",
     summary="A subscription's delivery log",
-    responses=problems(404),
+    response_model=Page[DeliveryRead],
+    responses={
+        **csv_responses(DELIVERY_COLUMNS, "id,subscription_id,event_id,event_type,status\r\n"),
+        **problems(404),
+    },
 )
 async def list_deliveries(
     request: Request,
     subscription_id: IdPath,
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     limit: LimitQuery = 50,
     cursor: CursorQuery = None,
     delivery_status: Annotated[
         DeliveryStatus | None, Query(alias="status", description="only deliveries in this state")
     ] = None,
-) -> Page[DeliveryRead]:
+    format_: FormatQuery = None,
+) -> Any:
     """Deliveries newest first: status (pending, delivered, dead, or collecting for a
-    digest), attempts, the last response code and error, the envelope as sent."""
+    digest), attempts, the last response code and error, the envelope as sent;
+    `format=csv` streams the whole (filtered) log as CSV."""
     await _own(session, subscription_id, caller.scope)
-    rows = await repo.list_deliveries(
-        session, subscription_id, before=decode_cursor(cursor), limit=limit, status=delivery_status
+
+    def fetch(s: AsyncSession, before: int | None, n: int) -> Awaitable[Sequence[Any]]:
+        return repo.list_deliveries(
+            s, subscription_id, before=before, limit=n, status=delivery_status
+        )
+
+    return await page_or_csv(
+        request,
+        session,
+        runtime.sessions,
+        fetch,
+        DeliveryRead,
+        after=decode_cursor(cursor),
+        limit=limit,
+        format_=format_,
+        filename=f"webhook-{subscription_id}-deliveries.csv",
     )
-    items, link = next_link(request, rows, limit)
-    return Page(items=[DeliveryRead.model_validate(d) for d in items], next=link)
 
 
 @router.post(

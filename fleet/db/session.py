@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-__all__ = ["async_url", "create_engine", "create_sessionmaker", "sync_url"]
+__all__ = ["async_url", "create_engine", "create_sessionmaker", "ping", "sync_url"]
 
 _DRIVERS = ("postgresql", "postgresql+psycopg", "postgres")
 
@@ -82,3 +83,8 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     which an async session cannot do implicitly (``MissingGreenlet``).
     """
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(session: AsyncSession) -> None:
+    """Raise unless the database answers (readiness probes)."""
+    await session.execute(text("SELECT 1"))

@@ -73,6 +73,7 @@ __all__ = [
     "advance_latest",
     "fleet_stats",
     "latest_page",
+    "settle_empty_domains",
     "store_sweep_stats",
     "sweep_stats",
     "sweep_trend",
@@ -183,6 +184,37 @@ _RECORD_USES = text(
     ON CONFLICT DO NOTHING
     """
 ).bindparams(bindparam("domain_ids", type_=ARRAY(Integer)))
+
+
+_SETTLE_EMPTY_DOMAINS = text(
+    """
+    WITH empty AS (
+        SELECT sd.domain_id FROM sweep_domains AS sd
+        WHERE sd.sweep_id = :sweep_id AND sd.status <> 'error'
+          AND NOT EXISTS (
+              SELECT 1 FROM domain_endpoints AS de
+              WHERE de.sweep_id = sd.sweep_id AND de.domain_id = sd.domain_id
+          )
+        ORDER BY 1
+    ), moved AS (
+        INSERT INTO domain_latest (domain_id, sweep_id)
+        SELECT domain_id, CAST(:sweep_id AS integer) FROM empty
+        ON CONFLICT (domain_id) DO UPDATE SET sweep_id = excluded.sweep_id
+        WHERE domain_latest.sweep_id < excluded.sweep_id
+        RETURNING domain_id
+    )
+    DELETE FROM domain_endpoint_latest WHERE domain_id IN (SELECT domain_id FROM moved)
+    """
+)
+
+
+async def settle_empty_domains(session: AsyncSession, sweep_id: int) -> None:
+    """When ``sweep_id`` closes: a domain whose discovery in it was definite (not a DNS
+    error) but found no endpoint — its MX removed, a null MX, NXDOMAIN — uses no
+    endpoint now. :func:`advance_latest` only sees domains through their results, so
+    without this such a domain would keep its previous endpoints for ever. A domain
+    whose discovery failed keeps them: a resolver failure says nothing."""
+    await session.execute(_SETTLE_EMPTY_DOMAINS, {"sweep_id": sweep_id})
 
 
 async def advance_latest(

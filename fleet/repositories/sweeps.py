@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.db.models import SWEEP_STATUSES, DomainEndpoint, ScanResult, Sweep, SweepDomain
+from fleet.repositories import reports
 from fleet.repositories._sql import table_of
 from fleet.repositories.diff import SweepDiff, sweep_diff
 from fleet.repositories.endpoints import ensure_endpoints
@@ -506,5 +507,7 @@ async def close_sweep(
         )
         .execution_options(synchronize_session=False)
     )
+    await reports.settle_empty_domains(session, sweep_id)
+    await reports.store_sweep_stats(session, sweep_id)
     await session.refresh(sweep)
     return diff

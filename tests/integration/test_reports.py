@@ -161,3 +161,56 @@ def test_the_migration_backfills_the_current_state(old_database: str) -> None:
     assert latest == [(1, 12, 2, False, 25, "smtp"), (2, 11, 1, True, 25, "smtp")]
     assert domains == [(1, 2)]
     assert uses == [(1, 1)]
+
+
+async def test_a_domain_that_lost_its_endpoints_uses_none_after_its_sweep_closes(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    from fleet.repositories.sweeps import close_sweep
+    from scanner.discovery import plan_endpoints
+    from scanner.models import Discovery, ErrorInfo
+    from tests.integration.test_store import SMTP_ONLY, mail_discovery
+
+    # Given two domains on one MX, scanned in a first sweep,
+    async with session_factory() as session:
+        ids = await add_domains(session, ["gone.example", "flaky.example"])
+        mx = dict.fromkeys(ids, ("mx.example", ("10.3.0.1",)))
+        first = await create_sweep(session, kind="nightly", scope={"all": True})
+        record = await record_discovery(session, first.id, plan(mx), ids)
+        [endpoint] = record.endpoint_ids.values()
+        await record_result(session, first.id, endpoint, ok_result("10.3.0.1"))
+        assert await close_sweep(session, first.id) is not None
+        await session.commit()
+    # when in a second sweep one has no mail servers any more (a definite answer) and
+    # the other's DNS failed,
+    second_plan = plan_endpoints(
+        [
+            Discovery("gone.example", "no_mail"),
+            Discovery("flaky.example", "error", errors=(ErrorInfo("timeout", "dns", "slow"),)),
+            mail_discovery("other.example", "mx.other.example", "10.3.0.2"),
+        ],
+        SMTP_ONLY,
+        allow_private=True,
+    )
+    async with session_factory() as session:
+        ids |= await add_domains(session, ["other.example"])
+        second = await create_sweep(session, kind="nightly", scope={"all": True})
+        record = await record_discovery(session, second.id, second_plan, ids)
+        [other] = record.endpoint_ids.values()
+        await record_result(session, second.id, other, ok_result("10.3.0.2"))
+        assert await close_sweep(session, second.id) is not None
+        await session.commit()
+    # then the first uses no endpoint now, the failed one keeps what it had.
+    async with session_factory() as session:
+        uses = {
+            (d, e)
+            for d, e in await session.execute(
+                select(DomainEndpointLatest.domain_id, DomainEndpointLatest.endpoint_id)
+            )
+        }
+        current = dict(
+            (await session.execute(select(DomainLatest.domain_id, DomainLatest.sweep_id))).all()
+        )
+    assert uses == {(ids["flaky.example"], endpoint), (ids["other.example"], other)}
+    assert current[ids["gone.example"]] == second.id
+    assert current[ids["flaky.example"]] == first.id

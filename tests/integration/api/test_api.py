@@ -655,3 +655,41 @@ async def test_inventory_lists_export_as_csv(client: httpx.AsyncClient, fleet: F
         "/v1/account-managers?format=csv", headers=_auth(fleet, "account_manager")
     )
     assert [r["email"] for r in csv.DictReader(io.StringIO(managers.text))] == ["alice@example.net"]
+
+
+async def test_every_list_exports_its_whole_list_as_csv(
+    client: httpx.AsyncClient, fleet: Fleet
+) -> None:
+    import csv
+    import io
+
+    # Every collection route that offers format=csv (they all should: see below) gives
+    # a header row and one row per item of its JSON list, followed through every page.
+    document = (await client.get("/openapi.json")).json()
+    lists = [
+        path
+        for path, item in document["paths"].items()
+        if path.startswith("/v1/")
+        and "get" in item
+        and "Page_" in str(item["get"]["responses"]["200"])
+    ]
+    exporting = [
+        path
+        for path in lists
+        if any(p["name"] == "format" for p in document["paths"][path]["get"].get("parameters", []))
+    ]
+    assert sorted(exporting) == sorted(lists)
+    assert "/v1/domains" in exporting
+    for path in (p for p in exporting if "{" not in p):
+        items: list[Any] = []
+        url: str | None = f"{path}?limit=1"
+        while url is not None:
+            page = (await client.get(url, headers=_auth(fleet, "admin"))).json()
+            items += page["items"]
+            url = page["next"]
+        response = await client.get(f"{path}?format=csv", headers=_auth(fleet, "admin"))
+        assert response.headers["content-type"].startswith("text/csv"), path
+        table = list(csv.reader(io.StringIO(response.text)))
+        assert len(table) == 1 + len(items), path
+        if items:
+            assert set(table[0]) <= set(items[0]) | {"endpoint"}, path

@@ -108,7 +108,10 @@ class _Row:
     "/notices",
     summary="List notices",
     response_model=Page[NoticeRead],
-    responses=csv_responses(NOTICE_COLUMNS, ",".join(c.name for c in NOTICE_COLUMNS) + "\r\n"),
+    responses={
+        **csv_responses(NOTICE_COLUMNS, ",".join(c.name for c in NOTICE_COLUMNS) + "\r\n"),
+        **problems(404),
+    },
 )
 async def list_notices(
     request: Request,
@@ -262,7 +265,10 @@ async def set_exception(
     "/findings",
     summary="List a sweep's findings",
     response_model=Page[FindingRead],
-    responses=csv_responses(FINDING_COLUMNS, ",".join(c.name for c in FINDING_COLUMNS) + "\r\n"),
+    responses={
+        **csv_responses(FINDING_COLUMNS, ",".join(c.name for c in FINDING_COLUMNS) + "\r\n"),
+        **problems(404),
+    },
 )
 async def list_findings(
     request: Request,

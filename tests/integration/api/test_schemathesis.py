@@ -39,20 +39,7 @@ from tests.integration.api.harness import Fleet, settings_for
 MAX_EXAMPLES = 30
 
 #: Operations left out, as "METHOD /path" → where the bug is and why. Empty is the goal.
-KNOWN_BUGS: dict[str, str] = {
-    "GET /v1/findings": (
-        "api/routes/notices.py list_findings: an account manager's key filtering by another "
-        "manager's account_manager_id (or customer_id) gets 404 from _check_filters, but "
-        "the operation documents only 200/401/403/422 (its responses= lacks problems(404), "
-        "which GET /v1/notices has). Repro: GET /v1/findings?account_manager_id=<bob> "
-        "with alice's account_manager key -> 404, undocumented."
-    ),
-    "GET /v1/notices": (
-        "api/routes/notices.py list_notices: the same undocumented 404 as GET /v1/findings "
-        "(a fix adding problems(404) was in the working tree, not yet committed, when this "
-        "was written: remove this entry once it is in)."
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 #: What every response must satisfy. Not included: checks that need a server-side
 #: oracle the API does not give (``positive_data_acceptance``: an opaque cursor is a

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.cache import VersionedCache
 from fleet.embedded import arq_redis_settings
 from fleet.jobs import create_job_pool
 
@@ -20,6 +21,8 @@ class ApiRuntime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis_url: str
+    #: Fleet statistics, per state version, for at most a minute (api/cache.py).
+    stats_cache: VersionedCache = field(default_factory=VersionedCache)
     _queue: ArqRedis | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

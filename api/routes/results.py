@@ -235,6 +235,7 @@ ExpiringQuery = Annotated[
 @router.get("/stats", summary="Fleet statistics now", responses=problems(404))
 async def stats(
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     filters: FilterDep,
     expiring_days: ExpiringQuery = reports.DEFAULT_EXPIRING_DAYS,
@@ -251,18 +252,28 @@ async def stats(
     plaintext password before TLS, STARTTLS missing, certificate expired / expiring /
     untrusted / name mismatch, scan errors), per certificate status and error kind; with
     `by_account_manager=true`, the same per account manager. The list's filters apply.
-    An account manager's key gets its own numbers only."""
+    An account manager's key gets its own numbers only. Answers are cached per API
+    process until a result is stored or a sweep closes, and for at most a minute
+    (`as_of` is when they were counted)."""
     f = await _scoped(session, caller, filters)
-    now = dt.datetime.now(dt.UTC)
-    counts, managers = await reports.fleet_stats(
-        session, f, expiring_days=expiring_days, now=now, per_manager=by_account_manager
-    )
-    return StatsRead(
-        as_of=now,
-        expiring_days=expiring_days,
-        counts=CountsRead.of(counts),
-        account_managers=[ManagerCountsRead.of(m) for m in managers],
-    )
+
+    async def compute() -> StatsRead:
+        now = dt.datetime.now(dt.UTC)
+        counts, managers = await reports.fleet_stats(
+            session, f, expiring_days=expiring_days, now=now, per_manager=by_account_manager
+        )
+        return StatsRead(
+            as_of=now,
+            expiring_days=expiring_days,
+            counts=CountsRead.of(counts),
+            account_managers=[ManagerCountsRead.of(m) for m in managers],
+        )
+
+    # Cached while no result has been stored since (and for at most a minute): `as_of`
+    # says when the numbers were counted.
+    version = await reports.state_version(session)
+    key = ("stats", f, expiring_days, by_account_manager)
+    return await runtime.stats_cache.get(key, version, compute)
 
 
 @router.get("/stats/trend", summary="Fleet statistics per closed sweep")

@@ -211,6 +211,9 @@ class ScanResult(Base):
     __table_args__ = (
         UniqueConstraint("sweep_id", "endpoint_id", name="uq_scan_results_sweep_endpoint"),
         Index("ix_scan_results_endpoint_scanned", "endpoint_id", "scanned_at"),
+        # A sweep's failed results (its progress): without it, counting them reads every
+        # result of the sweep from the heap (166 ms at 100,000 endpoints; 15 ms with it).
+        Index("ix_scan_results_sweep_errors", "sweep_id", postgresql_where=text("status = 'error'")),
         CheckConstraint(_one_of("status", RESULT_STATUSES), name="status"),
     )
 

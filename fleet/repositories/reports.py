@@ -50,6 +50,7 @@ from fleet.db.models import (
     Domain,
     DomainEndpoint,
     DomainEndpointLatest,
+    DomainLatest,
     Endpoint,
     EndpointLatest,
     ScanResult,
@@ -74,6 +75,7 @@ __all__ = [
     "fleet_stats",
     "latest_page",
     "settle_empty_domains",
+    "state_version",
     "store_sweep_stats",
     "sweep_stats",
     "sweep_trend",
@@ -587,6 +589,26 @@ def _manager_uses(manager: int | None) -> Select[Any]:
     if manager is not None:
         stmt = stmt.where(_CUSTOMERS.c.account_manager_id == manager)
     return stmt
+
+
+async def state_version(session: AsyncSession) -> tuple[int, int, int, int]:
+    """A cheap fingerprint of the current state (index-only reads): the newest current
+    result, the newest current sweep of any domain, the newest closed sweep and the
+    newest domain. Any result stored anew, any sweep closing (which settles domains
+    without endpoints) changes it; caches of statistics are keyed on it."""
+    row = (
+        await session.execute(
+            select(
+                select(func.coalesce(func.max(EndpointLatest.result_id), 0)).scalar_subquery(),
+                select(func.coalesce(func.max(DomainLatest.sweep_id), 0)).scalar_subquery(),
+                select(func.coalesce(func.max(Sweep.id), 0))
+                .where(Sweep.status == "done")
+                .scalar_subquery(),
+                select(func.coalesce(func.max(Domain.id), 0)).scalar_subquery(),
+            )
+        )
+    ).one()
+    return (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
 async def fleet_stats(

@@ -629,3 +629,31 @@ async def test_account_manager_trend_is_its_own(client: httpx.AsyncClient, seede
     for number, point in zip((1, 2, 3), points, strict=True):
         as_of = dt.datetime.fromisoformat(point["finished_at"])
         assert point["counts"] == expected_counts(_of(SPECS[number], "alice.example"), as_of)
+
+
+async def test_cached_stats_follow_a_new_result_at_once(
+    client: httpx.AsyncClient, seeded: Seeded, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    # Given the statistics asked for twice (the second answer is the cached one),
+    url = "/v1/stats"
+    first = (await client.get(url, headers=auth(seeded.fleet, "viewer"))).json()
+    again = (await client.get(url, headers=auth(seeded.fleet, "viewer"))).json()
+    assert again == first
+    before = first["counts"]["findings"]["tls10"]
+    # when a new sweep finds TLS 1.0 on a formerly modern endpoint,
+    async with session_factory() as session:
+        sweep = await create_sweep(session, kind="adhoc", scope={"all": True})
+        domain_ids = {"alice.example": seeded.fleet.alice_domain}
+        await record_discovery(session, sweep.id, plan({"alice.example": ALICE_MX}), domain_ids)
+        legacy = Spec(protocols=frozenset({"TLSv1.0", "TLSv1.2"}))
+        await record_result(
+            session,
+            sweep.id,
+            seeded.endpoints["10.1.0.1"],
+            document("10.1.0.1", legacy, "2026-11-25T02:00:00Z"),
+        )
+        await session.commit()
+    # then the next answer counts it, without waiting for the cache to expire.
+    after = (await client.get(url, headers=auth(seeded.fleet, "viewer"))).json()
+    assert after["counts"]["findings"]["tls10"] == before + 1
+    assert after["as_of"] > first["as_of"]

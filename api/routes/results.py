@@ -18,22 +18,27 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import Principal
-from api.deps import RuntimeDep, ScopedReader, SessionDep
+from api.deps import RuntimeDep, ScopedReader, SessionDep, SettingsDep
 from api.errors import Invalid, NotFound
 from api.export import Column, FormatQuery, csv_response, csv_responses, keyset_rows, wants_csv
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, next_link
-from api.schemas.common import Page, problems
+from api.schemas.common import IdPath, Page, problems
 from api.schemas.results import (
     CountsRead,
+    CutoffRead,
+    EndpointCutoffRead,
+    ImpactRead,
     LatestResultRead,
     ManagerCountsRead,
     StatsRead,
     TrendPoint,
     TrendRead,
 )
+from fleet.findings import profile_for
 from fleet.repositories import inventory as inventory_repo
 from fleet.repositories import reports
 from fleet.repositories.reports import CERT_STATUSES, PROTOCOL_FLAGS, LatestRow, ResultFilter
+from policy import RULES_VERSION, assess, customer_rollup
 
 router = APIRouter(prefix="/v1", tags=["results and statistics"], responses=problems(401, 403, 422))
 
@@ -279,6 +284,7 @@ async def stats(
 @router.get("/stats/trend", summary="Fleet statistics per closed sweep")
 async def trend(
     session: SessionDep,
+    runtime: RuntimeDep,
     caller: ScopedReader,
     sweeps: Annotated[int, Query(ge=1, le=100, description="how many sweeps")] = 10,
 ) -> TrendRead:
@@ -286,6 +292,64 @@ async def trend(
     sweeps, oldest first; certificate expiry is counted relative to each sweep's end,
     30 days ahead. Computed once per sweep and stored. An account manager's key gets
     its own numbers."""
-    points = await reports.sweep_trend(session, sweeps=sweeps, manager=caller.scope)
-    await session.commit()  # statistics computed just now are kept
-    return TrendRead(sweeps=[TrendPoint.of(p) for p in points])
+
+    async def compute() -> TrendRead:
+        points = await reports.sweep_trend(session, sweeps=sweeps, manager=caller.scope)
+        await session.commit()  # statistics computed just now are kept
+        return TrendRead(sweeps=[TrendPoint.of(p) for p in points])
+
+    version = await reports.state_version(session)  # a newly closed sweep changes it
+    return await runtime.stats_cache.get(("trend", sweeps, caller.scope), version, compute)
+
+
+@router.get(
+    "/customers/{customer_id}/cutoff",
+    summary="What breaks for a customer on the cut-off date",
+    responses=problems(404, 422),
+)
+async def customer_cutoff(
+    customer_id: IdPath, session: SessionDep, settings: SettingsDep, caller: ScopedReader
+) -> CutoffRead:
+    """The future view: for each endpoint the customer's domains use now, judged from
+    its latest result with the deployment's policy profile, what happens on the cut-off
+    date if nothing changes (`breaks`: no client can connect or log in; `partly_breaks`:
+    some clients fail; `degraded`: nothing fails but protection is lost; `unknown`: the
+    scan failed or left the deciding facts open), and the customer's roll-up. An
+    account manager's key sees only its own customers (404 otherwise)."""
+    customer = await inventory_repo.get_customer(session, customer_id, manager=caller.scope)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id}")
+    try:
+        profile = profile_for(settings)
+    except ValueError as exc:
+        raise Invalid(f"the deployment's policy profile: {exc}") from None
+    now = dt.datetime.now(dt.UTC)
+    rows = await reports.customer_documents(session, customer_id)
+    domains = await reports.endpoint_domains(session, [r[0] for r in rows], customer_id)
+    judged = [(row, assess(row[4], profile, now)) for row in rows]
+    rollup = customer_rollup([a for _, a in judged], profile)
+    return CutoffRead(
+        customer_id=customer.id,
+        customer=customer.name,
+        cutoff=profile.cutoff,
+        profile=profile.name,
+        rules_version=RULES_VERSION,
+        summary=rollup.summary,
+        outcomes=dict(rollup.outcomes),
+        worst=rollup.worst.value if rollup.worst else None,
+        endpoints=[
+            EndpointCutoffRead(
+                endpoint_id=endpoint_id,
+                ip=ip,
+                port=port,
+                service=service,
+                port_class=a.port_class.value,
+                domains=domains.get(endpoint_id, []),
+                outcome=a.future.outcome,
+                impacts=[ImpactRead(**i.to_dict()) for i in a.future.impacts],
+                undecided=list(a.future.undecided),
+                findings=sorted({f.code for f in a.findings}),
+            )
+            for (endpoint_id, ip, service, port, _), a in judged
+        ],
+    )

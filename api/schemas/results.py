@@ -223,3 +223,90 @@ class TrendRead(BaseModel):
     )
 
     sweeps: list[TrendPoint]
+
+
+# -- the cut-off view ---------------------------------------------------------------------------
+
+
+class ImpactRead(BaseModel):
+    """What one finding means on the cut-off day."""
+
+    code: str = Field(description="the rule (docs/findings.md)")
+    scope: str = Field(description="all_clients, some_clients or degraded")
+    message: str
+
+
+class EndpointCutoffRead(BaseModel):
+    """One endpoint of the customer on the cut-off day, if nothing changes."""
+
+    endpoint_id: int
+    ip: str
+    port: int
+    service: str
+    port_class: str = Field(description="smtp_relay, mail_client or https")
+    domains: list[str] = Field(description="the customer's domains that use it now")
+    outcome: str = Field(
+        description="breaks, partly_breaks, degraded, unaffected, or unknown (scan failed "
+        "or left the deciding facts open)"
+    )
+    impacts: list[ImpactRead]
+    undecided: list[str]
+    findings: list[str] = Field(description="rule codes that fire now")
+
+
+class CutoffRead(BaseModel):
+    """A customer's future: what breaks on the cut-off date if nothing changes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": 7,
+                    "customer": "Example GmbH",
+                    "cutoff": "2027-01-31",
+                    "profile": "default",
+                    "rules_version": "2026.11.1",
+                    "summary": "1 of 3 endpoints break on 2027-01-31, 1 partly break",
+                    "outcomes": {
+                        "breaks": 1,
+                        "partly_breaks": 1,
+                        "degraded": 0,
+                        "unaffected": 1,
+                        "unknown": 0,
+                    },
+                    "worst": "critical",
+                    "endpoints": [
+                        {
+                            "endpoint_id": 17,
+                            "ip": "192.0.2.10",
+                            "port": 995,
+                            "service": "pop3s",
+                            "port_class": "mail_client",
+                            "domains": ["example.org"],
+                            "outcome": "breaks",
+                            "impacts": [
+                                {
+                                    "code": "tls.only_legacy",
+                                    "scope": "all_clients",
+                                    "message": "from 2027-01-31 no client can connect: "
+                                    "the server offers only TLS 1.0/1.1",
+                                }
+                            ],
+                            "undecided": [],
+                            "findings": ["tls.legacy_version", "tls.only_legacy"],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    customer_id: int
+    customer: str
+    cutoff: dt.date
+    profile: str
+    rules_version: str
+    summary: str
+    outcomes: dict[str, int]
+    worst: str | None
+    endpoints: list[EndpointCutoffRead]

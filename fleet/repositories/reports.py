@@ -72,6 +72,8 @@ __all__ = [
     "ResultFilter",
     "SweepCounts",
     "advance_latest",
+    "customer_documents",
+    "endpoint_domains",
     "fleet_stats",
     "latest_page",
     "settle_empty_domains",
@@ -765,4 +767,44 @@ async def sweep_trend(
         else:
             counts = FleetCounts.from_dict(stats["all"])
         out.append(SweepCounts(sweep.id, sweep.kind, sweep.finished_at, counts, managers))
+    return out
+
+
+# -- the cut-off view ---------------------------------------------------------------------------
+
+
+async def customer_documents(
+    session: AsyncSession, customer_id: int
+) -> list[tuple[int, str, str, int, dict[str, Any]]]:
+    """The current result documents of one customer's endpoints: (endpoint id, ip,
+    service, port, document) once per endpoint, whatever number of its domains use it,
+    in (host, port) order."""
+    rows = await session.execute(
+        select(Endpoint.id, Endpoint.ip, Endpoint.service, Endpoint.port, ScanResult.document)
+        .select_from(_USES)
+        .join(_DOMAINS, _DOMAINS.c.id == _USES.c.domain_id)
+        .join(_EL, _EL.c.endpoint_id == _USES.c.endpoint_id)
+        .join(ScanResult, ScanResult.id == _EL.c.result_id)
+        .join(Endpoint, Endpoint.id == _USES.c.endpoint_id)
+        .where(_DOMAINS.c.customer_id == customer_id)
+        .distinct()
+        .order_by(Endpoint.service, Endpoint.port, Endpoint.id)
+    )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+async def endpoint_domains(
+    session: AsyncSession, endpoint_ids: Collection[int], customer_id: int
+) -> dict[int, list[str]]:
+    """For each endpoint, the customer's domains that use it now (sorted)."""
+    rows = await session.execute(
+        select(_USES.c.endpoint_id, _DOMAINS.c.name)
+        .select_from(_USES)
+        .join(_DOMAINS, _DOMAINS.c.id == _USES.c.domain_id)
+        .where(_DOMAINS.c.customer_id == customer_id, _USES.c.endpoint_id.in_(list(endpoint_ids)))
+        .order_by(_DOMAINS.c.name)
+    )
+    out: dict[int, list[str]] = {}
+    for endpoint_id, name in rows:
+        out.setdefault(endpoint_id, []).append(name)
     return out

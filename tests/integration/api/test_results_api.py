@@ -43,6 +43,7 @@ ROUTES = [
     Route("GET", "/v1/results/latest", SCOPED, 200),
     Route("GET", "/v1/stats", SCOPED, 200),
     Route("GET", "/v1/stats/trend", SCOPED, 200),
+    Route("GET", "/v1/customers/{alice_customer}/cutoff", SCOPED, 200),
 ]
 
 
@@ -657,3 +658,36 @@ async def test_cached_stats_follow_a_new_result_at_once(
     after = (await client.get(url, headers=auth(seeded.fleet, "viewer"))).json()
     assert after["counts"]["findings"]["tls10"] == before + 1
     assert after["as_of"] > first["as_of"]
+
+
+async def test_cutoff_view_judges_each_current_endpoint_once(
+    client: httpx.AsyncClient, seeded: Seeded
+) -> None:
+    # Bob's customer uses 10.1.0.1 (modern), 10.1.0.3 (no STARTTLS) and 10.1.0.4 (TLS 1.0
+    # only, an untrusted certificate).
+    response = await client.get(
+        f"/v1/customers/{seeded.fleet.bob_customer}/cutoff", headers=auth(seeded.fleet, "viewer")
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["customer"] == "Bob's customer"
+    assert body["cutoff"] == "2027-01-31"
+    by_ip = {e["ip"]: e for e in body["endpoints"]}
+    assert sorted(by_ip) == ["10.1.0.1", "10.1.0.3", "10.1.0.4"]
+    # TLS 1.0 only on port 25: server-to-server mail falls back to plaintext on the
+    # cut-off day (degraded, not broken: that is the relay port class's rule);
+    assert by_ip["10.1.0.4"]["port_class"] == "smtp_relay"
+    assert by_ip["10.1.0.4"]["outcome"] == "degraded"
+    assert "tls.only_legacy" in by_ip["10.1.0.4"]["findings"]
+    assert {i["scope"] for i in by_ip["10.1.0.4"]["impacts"]} == {"degraded"}
+    # a modern endpoint is not affected; the shared one lists bob's domain only.
+    assert by_ip["10.1.0.1"]["outcome"] == "unaffected"
+    assert by_ip["10.1.0.1"]["domains"] == ["bob.example"]
+    assert body["outcomes"]["degraded"] >= 1
+    assert body["summary"].startswith(f"{body['outcomes']['breaks']} of 3 endpoints break")
+    # Another manager's customer is not found for an account manager.
+    other = await client.get(
+        f"/v1/customers/{seeded.fleet.bob_customer}/cutoff",
+        headers=auth(seeded.fleet, "account_manager"),
+    )
+    assert_problem(other, 404)

@@ -289,6 +289,26 @@ class ApiKey(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class DashboardSession(Base):
+    """A log-in to the built-in dashboard (``api/dashboard``): the SHA-256 of the random
+    session id in the browser's cookie, the API key it was opened with, and the token
+    its forms carry against cross-site requests.
+
+    Created when a key is pasted into the log-in page; deleted on log-out. A session
+    ends at ``expires_at``, and with its key: a revoked key's sessions are refused (and
+    a deleted key's rows go with it). Expired rows are removed at each log-in.
+    """
+
+    __tablename__ = "dashboard_sessions"
+
+    #: Hex SHA-256 of the session id (the cookie's value is never stored).
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _now()
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 # -- current state: denormalised for filters and statistics (fleet/repositories/reports.py)
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -160,6 +161,9 @@ class Sweep(Base):
     #: Against the previous closed sweep: newly legacy, fixed, new and vanished endpoints.
     diff: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+    #: A nightly sweep's scheduled time (the cron tick that started it); unique, so that
+    #: two schedulers firing the same tick start one sweep. NULL for every other sweep.
+    scheduled_for: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), unique=True)
 
 
 class SweepDomain(Base):
@@ -213,7 +217,9 @@ class ScanResult(Base):
         Index("ix_scan_results_endpoint_scanned", "endpoint_id", "scanned_at"),
         # A sweep's failed results (its progress): without it, counting them reads every
         # result of the sweep from the heap (166 ms at 100,000 endpoints; 15 ms with it).
-        Index("ix_scan_results_sweep_errors", "sweep_id", postgresql_where=text("status = 'error'")),
+        Index(
+            "ix_scan_results_sweep_errors", "sweep_id", postgresql_where=text("status = 'error'")
+        ),
         CheckConstraint(_one_of("status", RESULT_STATUSES), name="status"),
     )
 
@@ -618,3 +624,96 @@ class CertificateWarning(Base):
     notice_id: Mapped[int | None] = mapped_column(ForeignKey("notices.id", ondelete="SET NULL"))
     sweep_id: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = _now()
+
+
+# -- mail-log telemetry (fleet/logs, fleet/repositories/clients.py) -------------------------
+
+
+class MailAccount(Base):
+    """A mailbox or SASL account seen logging in, by its name in lower case.
+
+    ``domain`` is where the account belongs (the part after ``@``, or the deployment's
+    account map) as of its last ingest; it joins ``domains.name`` to reach the customer
+    and account manager. NULL, or a name the inventory does not have: unmapped.
+    """
+
+    __tablename__ = "mail_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(320), unique=True)
+    domain: Mapped[str | None] = mapped_column(String(253), index=True)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class MailClientDay(Base):
+    """One account's logins on one (UTC) day, summed over every ingest.
+
+    Written only by :func:`fleet.repositories.clients.add_days`, an upsert that adds
+    counts (``ON CONFLICT … DO UPDATE``): the ingest's checkpoints (``log_sources``)
+    and stream deduplication (``log_seen_connections``) make sure each connection is
+    added once. The JSONB maps count per key (``protocols``: ``TLSv1.0`` …, ``none``,
+    ``secured``, ``unknown``; ``ciphers``: ``"TLSv1.0 <cipher>"``; ``mechanisms``;
+    ``services``); ``client_ips`` keeps the 20 most frequent addresses, logins from
+    others are counted in ``client_ips_other``.
+    """
+
+    __tablename__ = "mail_client_days"
+    __table_args__ = (
+        Index("ix_mail_client_days_day", "day", "account_id"),
+        Index(
+            "ix_mail_client_days_legacy",
+            "day",
+            "account_id",
+            postgresql_where=text("legacy_logins > 0 OR plaintext_logins > 0"),
+        ),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("mail_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    logins: Mapped[int] = mapped_column(Integer)
+    legacy_logins: Mapped[int] = mapped_column(Integer)
+    plaintext_logins: Mapped[int] = mapped_column(Integer)
+    unknown_logins: Mapped[int] = mapped_column(Integer)
+    protocols: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    ciphers: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    mechanisms: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    services: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    client_ips: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    client_ips_other: Mapped[int] = mapped_column(Integer)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    legacy_first: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    legacy_last: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    plaintext_first: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    plaintext_last: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LogSource(Base):
+    """How far a log file has been ingested: its identity (SHA-256 of its first line),
+    the byte offset after the last line counted, and the Postfix connections still open
+    there (``state``), all updated in the transaction that adds those lines' counts, so
+    ingesting the file again (or after it grew) counts nothing twice."""
+
+    __tablename__ = "log_sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    offset: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    lines: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    state: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'"))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class LogSeenConnection(Base):
+    """A connection from a stream (standard input) already counted: (its day, a 16-byte
+    hash of its identity). Inserted in the transaction that counts it; rows older than
+    ``TLSFLEET_LOG_DEDUPE_DAYS`` are pruned."""
+
+    __tablename__ = "log_seen_connections"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)

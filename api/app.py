@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import dashboard, errors
 from api.limits import BodyLimit
 from api.metrics import Metrics
 from api.routes import apikeys, inventory, notices, ops, results, sweeps, webhooks
@@ -71,4 +71,5 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
     # whole paths.
     for module in (apikeys, inventory, sweeps, results, webhooks, notices, ops):
         app.include_router(module.router)
+    dashboard.install(app)
     return app

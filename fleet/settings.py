@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     templates_dir: Path | None = Field(
         default=None, description="notice templates that override the shipped ones"
     )
+    dashboard_session_hours: float = Field(
+        default=12.0, gt=0, le=720, description="hours a log-in to the dashboard lasts"
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="serve the worker's Prometheus metrics on this port (unset: off)",
+    )
 
 
 def load_settings() -> Settings:

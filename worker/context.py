@@ -30,6 +30,7 @@ from fleet.sweeps import SweepOptions, SweepRuntime
 from fleet.webhooks import RetrySchedule
 from scanner.dns import Resolver
 from scanner.engine import ScanOptions
+from worker.metrics import WorkerMetrics
 from worker.options import WorkerOptions
 
 __all__ = [
@@ -78,6 +79,8 @@ class WorkerContext:
     #: This process among the workers: its heartbeat key and the owner of its jobs.
     worker_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
     heartbeat: asyncio.Task[None] | None = None
+    #: Job, scan and delivery metrics (served when TLSFLEET_WORKER_METRICS_PORT is set).
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 def context(ctx: dict[str, Any]) -> WorkerContext:
@@ -150,6 +153,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     await jobs.beat(redis, app.worker_id, options.heartbeat * 3)
     app.heartbeat = asyncio.create_task(_heartbeat(app), name="worker-heartbeat")
     ctx["app"] = app
+    if settings.worker_metrics_port is not None:
+        app.metrics.serve(settings.worker_metrics_port)
     await jobs.enqueue_reconcile(redis)
     log.info(
         "worker ready: %d jobs at once, %d connections per IP fleet-wide, %d per process",
@@ -192,6 +197,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
             app.heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await app.heartbeat
+        app.metrics.close()
         await app.limiter.aclose()
         await app.http.aclose()
         await app.engine.dispose()

@@ -24,6 +24,7 @@ from fleet.jobs import JobName
 from fleet.runtime import loop_factory
 from worker import jobs as worker_jobs
 from worker.context import WorkerConfig, job_ended, job_started, shutdown, startup
+from worker.metrics import instrument
 from worker.schedule import parse_cron, parse_timezone
 
 __all__ = ["RECONCILE_CRON", "create_worker", "run_worker", "worker_settings"]
@@ -45,30 +46,32 @@ def worker_settings(config: WorkerConfig) -> dict[str, Any]:
         return func(coroutine, name=name, timeout=options.job_timeout, max_tries=options.max_tries)
 
     return {
-        "functions": [
-            job(worker_jobs.sweep_discover, JobName.DISCOVER),
-            job(worker_jobs.sweep_scan_endpoint, JobName.SCAN),
-            job(worker_jobs.sweep_close, JobName.CLOSE),
-            job(worker_jobs.sweep_reconcile, JobName.RECONCILE),
-            func(
-                worker_jobs.findings_evaluate,
-                name=notices.EVALUATE_JOB,
-                timeout=options.job_timeout,
-                max_tries=options.max_tries,
-            ),
-            func(
-                worker_jobs.notice_confirm,
-                name=notices.CONFIRM_JOB,
-                timeout=options.job_timeout,
-                max_tries=options.max_tries,
-            ),
-            func(
-                worker_jobs.webhook_deliver,
-                name=deliveries.DELIVER_JOB,
-                timeout=options.job_timeout,
-                max_tries=options.max_tries,
-            ),
-        ],
+        "functions": instrument(
+            [
+                job(worker_jobs.sweep_discover, JobName.DISCOVER),
+                job(worker_jobs.sweep_scan_endpoint, JobName.SCAN),
+                job(worker_jobs.sweep_close, JobName.CLOSE),
+                job(worker_jobs.sweep_reconcile, JobName.RECONCILE),
+                func(
+                    worker_jobs.findings_evaluate,
+                    name=notices.EVALUATE_JOB,
+                    timeout=options.job_timeout,
+                    max_tries=options.max_tries,
+                ),
+                func(
+                    worker_jobs.notice_confirm,
+                    name=notices.CONFIRM_JOB,
+                    timeout=options.job_timeout,
+                    max_tries=options.max_tries,
+                ),
+                func(
+                    worker_jobs.webhook_deliver,
+                    name=deliveries.DELIVER_JOB,
+                    timeout=options.job_timeout,
+                    max_tries=options.max_tries,
+                ),
+            ]
+        ),
         "cron_jobs": [
             cron(
                 worker_jobs.sweep_nightly,

@@ -14,9 +14,7 @@ from api.deps import RuntimeDep
 from api.errors import Unavailable
 from api.metrics import Metrics
 from api.schemas.common import problems
-from fleet.db.models import SWEEP_STATUSES
 from fleet.db.session import ping
-from fleet.repositories import sweeps as sweep_repo
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger(__name__)
@@ -98,15 +96,10 @@ async def readyz(runtime: RuntimeDep) -> Status:
     },
 )
 async def metrics(request: Request, runtime: RuntimeDep) -> Response:
-    """Request counts and latency histograms per route, and sweeps per status, in the
-    Prometheus text format."""
+    """Request counts and latency histograms per route, sweeps per status, fleet gauges
+    (endpoints per protocol, findings, findings per severity of the latest judged
+    sweep), open sweeps' progress and the job queue's depth, in the Prometheus text
+    format (docs/dashboard.md lists every metric)."""
     registry: Metrics = request.app.state.metrics
-    try:
-        async with runtime.sessions() as session:
-            counts = await sweep_repo.sweep_counts(session)
-    except Exception as exc:  # metrics must still answer when the database does not
-        log.warning("metrics: sweep counts unavailable (%s)", type(exc).__name__)
-    else:
-        for status in SWEEP_STATUSES:
-            registry.sweeps.labels(status).set(counts.get(status, 0))
+    await registry.refresh(runtime)
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

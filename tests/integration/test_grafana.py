@@ -328,16 +328,16 @@ async def test_the_worker_records_jobs_scans_and_deliveries_and_serves_them() ->
     metrics = WorkerMetrics()
     ctx: dict[str, Any] = {"app": _App(metrics)}
 
-    async def scan(_ctx: dict[str, Any], *args: Any) -> str:
-        del args
+    async def scan(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> str:
+        del ctx, args, kwargs
         return "stored"
 
-    async def deliver(_ctx: dict[str, Any], *args: Any) -> str:
-        del args
+    async def deliver(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> str:
+        del ctx, args, kwargs
         return "dead"
 
-    async def broken(_ctx: dict[str, Any], *args: Any) -> None:
-        del args
+    async def broken(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> None:
+        del ctx, args, kwargs
         raise RuntimeError("boom")
 
     timed = instrument(

@@ -215,16 +215,42 @@ def _settings_error(exc: Exception) -> typer.Exit:
 @app.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="exit once the queue is empty")] = False,
+    cron: Annotated[
+        bool | None,
+        typer.Option(
+            "--cron/--no-cron",
+            help="also run the cron schedule (default: TLSFLEET_WORKER_CRON, true); "
+            "--no-cron when one `tlsfleet scheduler` runs it",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
-    """Run a worker: sweep discovery, endpoint scans, closing, the reconciler and the
-    nightly sweep (TLSFLEET_NIGHTLY_CRON in TLSFLEET_TIMEZONE).
+    """Run a worker: sweep discovery, endpoint scans, closing, notices and webhooks; and,
+    unless --no-cron, the reconciler and the nightly sweep (TLSFLEET_NIGHTLY_CRON in
+    TLSFLEET_TIMEZONE).
 
     Uses TLSFLEET_DATABASE_URL and TLSFLEET_REDIS_URL, or the embedded services. Run as
     many as you like, on any machines: they share the queue and the per-IP limit. Stop
     with Ctrl-C or SIGTERM (running jobs go back to the queue). Tuning: the
     TLSFLEET_WORKER_* variables (docs/sweeps.md).
     """
+    _run_worker(burst=burst, verbose=verbose, cron=cron, scheduler=False)
+
+
+@app.command()
+def scheduler(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """Run the cron schedule only: the nightly sweep (TLSFLEET_NIGHTLY_CRON in
+    TLSFLEET_TIMEZONE) and the reconciler; the jobs they start run on the workers
+    (`tlsfleet worker --no-cron`).
+
+    One is enough; two never start the same nightly sweep twice (docs/operations.md).
+    """
+    _run_worker(burst=False, verbose=verbose, cron=True, scheduler=True)
+
+
+def _run_worker(*, burst: bool, verbose: bool, cron: bool | None, scheduler: bool) -> None:
     import logging.config
 
     from arq.logs import default_log_config
@@ -234,7 +260,7 @@ def worker(
     from worker.context import WorkerConfig
     from worker.options import WorkerOptions
     from worker.schedule import CronError, parse_cron, parse_timezone
-    from worker.settings import run_worker
+    from worker.settings import Role, run_worker
 
     settings = load_settings()
     try:
@@ -243,6 +269,9 @@ def worker(
         parse_timezone(settings.timezone)
     except (ValidationError, CronError) as exc:
         raise _settings_error(exc) from None
+    role: Role = "scheduler" if scheduler else "all"
+    if not scheduler and not (options.cron if cron is None else cron):
+        role = "worker"
     log_config = default_log_config(verbose)
     for name in ("fleet", "worker"):
         log_config["loggers"][name] = dict(log_config["loggers"]["arq"])
@@ -255,7 +284,7 @@ def worker(
             redis_settings=resolved.arq_settings,
             options=options,
         )
-        run_worker(config, burst=burst)
+        run_worker(config, burst=burst, role=role)
 
 
 @sweep_app.command("start")

@@ -197,16 +197,47 @@ async def start_sweep(
 
 
 async def start_nightly(
-    sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, options: SweepOptions
+    sessions: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    options: SweepOptions,
+    *,
+    scheduled_for: dt.datetime | None = None,
 ) -> int | None:
     """Start the scheduled sweep of the whole fleet, unless one is still open (a sweep
-    that overran its night must not be doubled by the next); its id, or None."""
+    that overran its night must not be doubled by the next) or one was already started
+    for the same ``scheduled_for`` tick; its id, or None.
+
+    Safe with several schedulers: the check and the insert happen under one PostgreSQL
+    advisory lock, and ``sweeps.scheduled_for`` is unique, so two schedulers firing the
+    same tick (at the same second, or one late after the other's sweep closed) start
+    one sweep.
+    """
     async with sessions() as session:
+        await sweep_repo.lock_nightly_start(session)
+        if scheduled_for is not None:
+            done = await sweep_repo.scheduled_sweep(session, scheduled_for)
+            if done is not None:
+                log.info(
+                    "nightly sweep for %s already started as sweep %s",
+                    scheduled_for.isoformat(),
+                    done.id,
+                )
+                return None
         running = [s.id for s in await sweep_repo.open_sweeps(session) if s.kind == "nightly"]
-    if running:
-        log.warning("nightly sweep not started: sweep %s is still open", running[0])
-        return None
-    return await start_sweep(sessions, redis, kind="nightly", scope={"all": True}, options=options)
+        if running:
+            log.warning("nightly sweep not started: sweep %s is still open", running[0])
+            return None
+        sweep = await sweep_repo.create_sweep(
+            session,
+            kind="nightly",
+            scope={"all": True},
+            options=options.to_dict(),
+            scheduled_for=scheduled_for,
+        )
+        sweep_id = sweep.id
+        await session.commit()
+    await jobs.enqueue_discover(redis, sweep_id)
+    return sweep_id
 
 
 # -- discovery ---------------------------------------------------------------------------

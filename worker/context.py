@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import default_queue_name
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet import jobs
@@ -81,6 +82,8 @@ class WorkerContext:
     heartbeat: asyncio.Task[None] | None = None
     #: Job, scan and delivery metrics (served when TLSFLEET_WORKER_METRICS_PORT is set).
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    #: Whether ``redis`` is a pool of this context's own (the scheduler's), closed with it.
+    own_redis: bool = False
 
 
 def context(ctx: dict[str, Any]) -> WorkerContext:
@@ -122,6 +125,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     config: WorkerConfig = ctx["config"]
     settings, options = config.settings, config.options
     redis: ArqRedis = ctx["redis"]
+    own_redis = redis.default_queue_name != default_queue_name
+    if own_redis:
+        # The scheduler's arq pool enqueues into the scheduler's own queue; the jobs its
+        # cron jobs start (a sweep's discovery, reconciliations) are the workers'.
+        redis = await jobs.create_job_pool(config.redis_settings)
     engine = create_engine(config.database_url, pool_size=min(options.max_jobs, 20))
     limiter = RedisLimiter(
         redis,
@@ -149,6 +157,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         runtime=runtime,
         http=httpx.AsyncClient(headers={"User-Agent": "tlsfleet-webhooks/1"}),
         delivery=delivery_config(settings),
+        own_redis=own_redis,
     )
     await jobs.beat(redis, app.worker_id, options.heartbeat * 3)
     app.heartbeat = asyncio.create_task(_heartbeat(app), name="worker-heartbeat")
@@ -201,3 +210,5 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await app.limiter.aclose()
         await app.http.aclose()
         await app.engine.dispose()
+        if app.own_redis:
+            await app.redis.aclose()

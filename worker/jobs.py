@@ -11,6 +11,7 @@ reconciler still re-queues it, so a sweep never waits on a lost job).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable
@@ -22,6 +23,7 @@ from redis import exceptions as redis_errors
 from sqlalchemy import exc as sa_errors
 
 from fleet import deliveries, findings, notices, sweeps
+from fleet.jobs import JobName
 from fleet.limiter import LimiterUnavailable
 from worker.context import context
 
@@ -30,6 +32,7 @@ __all__ = [
     "is_transient",
     "notice_confirm",
     "retry_delay",
+    "scheduled_tick",
     "sweep_close",
     "sweep_discover",
     "sweep_nightly",
@@ -114,12 +117,27 @@ async def sweep_reconcile(ctx: dict[str, Any]) -> dict[str, int]:
     return {**report.to_dict(), "webhook_deliveries": woken, **notice_work}
 
 
+def scheduled_tick(job_id: object) -> dt.datetime | None:
+    """The schedule tick a nightly cron job was queued for, from arq's unique cron job
+    id (``sweep_nightly:<unix ms of the tick>``); None for any other id."""
+    if not isinstance(job_id, str):
+        return None
+    name, _, millis = job_id.rpartition(":")
+    if name != JobName.NIGHTLY or not millis.isdigit():
+        return None
+    return dt.datetime.fromtimestamp(int(millis) / 1000, tz=dt.UTC)
+
+
 async def sweep_nightly(ctx: dict[str, Any]) -> int | None:
     """Start the scheduled sweep of the whole fleet (cron); its id, or None if the last
-    one is still open."""
+    one is still open or this tick's sweep was already started (by another scheduler)."""
     app = context(ctx)
+    tick = scheduled_tick(ctx.get("job_id"))
     return await _guarded(
-        ctx, sweeps.start_nightly(app.runtime.sessions, app.redis, app.config.nightly)
+        ctx,
+        sweeps.start_nightly(
+            app.runtime.sessions, app.redis, app.config.nightly, scheduled_for=tick
+        ),
     )
 
 

@@ -44,6 +44,11 @@ class WorkerOptions(BaseSettings):
         "dead and its running jobs are given to others",
     )
     poll_delay: float = Field(default=0.5, gt=0, le=60, description="seconds between queue polls")
+    cron: bool = Field(
+        default=True,
+        description="also run the cron schedule (nightly sweep, reconciler); false when "
+        "one `tlsfleet scheduler` runs it for many workers",
+    )
 
     @field_validator("reconcile_every")
     @classmethod

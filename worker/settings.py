@@ -5,6 +5,13 @@ time; the fleet's Redis (configured or embedded) is only known once the process 
 started, so :func:`worker_settings` builds the same keyword arguments as a dict, and
 :func:`run_worker` (``tlsfleet worker``) runs them.
 
+Roles (``tlsfleet worker`` and ``tlsfleet scheduler``): by default a worker runs the
+jobs *and* the cron schedule (the nightly sweep and the reconciler), which suits one
+machine and ``tlsfleet demo``. With many workers, run them with ``--no-cron``
+(``TLSFLEET_WORKER_CRON=false``) and one ``tlsfleet scheduler``: it runs only the cron
+jobs, through a queue of its own (:data:`SCHEDULER_QUEUE`, so that it never takes the
+workers' jobs), and the sweeps it starts go to the workers' queue.
+
 Every job function shares one timeout: arq keeps a running job's "in progress" marker
 for the longest timeout of any function plus 10 s, and a killed worker's jobs run
 again only after that marker expires — so no job may have a longer timeout than a scan
@@ -14,7 +21,7 @@ needs.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from arq.cron import cron
 from arq.worker import Worker, func
@@ -27,15 +34,31 @@ from worker.context import WorkerConfig, job_ended, job_started, shutdown, start
 from worker.metrics import instrument
 from worker.schedule import parse_cron, parse_timezone
 
-__all__ = ["RECONCILE_CRON", "create_worker", "run_worker", "worker_settings"]
+__all__ = [
+    "RECONCILE_CRON",
+    "SCHEDULER_QUEUE",
+    "Role",
+    "create_worker",
+    "run_worker",
+    "worker_settings",
+]
 
 #: The reconciler's cron entry (named apart from the job the workers enqueue at start-up,
 #: so that arq treats the two separately).
 RECONCILE_CRON = f"cron:{JobName.RECONCILE}"
 
+#: The scheduler's own queue: its cron jobs go through it, so that a scheduler never
+#: takes (and, lacking the function, fails) a job meant for the workers.
+SCHEDULER_QUEUE = "tlsfleet:scheduler"
 
-def worker_settings(config: WorkerConfig) -> dict[str, Any]:
-    """Keyword arguments for :class:`arq.worker.Worker`; CronError for a bad schedule."""
+#: ``all``: jobs and the cron schedule (the default worker); ``worker``: jobs only
+#: (``--no-cron``); ``scheduler``: the cron schedule only.
+Role = Literal["all", "worker", "scheduler"]
+
+
+def worker_settings(config: WorkerConfig, role: Role = "all") -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.worker.Worker` in ``role``; CronError for a bad
+    schedule."""
     settings, options = config.settings, config.options
     nightly = parse_cron(settings.nightly_cron)
     timezone = parse_timezone(settings.timezone)
@@ -45,51 +68,52 @@ def worker_settings(config: WorkerConfig) -> dict[str, Any]:
     def job(coroutine: Any, name: JobName) -> Any:
         return func(coroutine, name=name, timeout=options.job_timeout, max_tries=options.max_tries)
 
-    return {
-        "functions": instrument(
-            [
-                job(worker_jobs.sweep_discover, JobName.DISCOVER),
-                job(worker_jobs.sweep_scan_endpoint, JobName.SCAN),
-                job(worker_jobs.sweep_close, JobName.CLOSE),
-                job(worker_jobs.sweep_reconcile, JobName.RECONCILE),
-                func(
-                    worker_jobs.findings_evaluate,
-                    name=notices.EVALUATE_JOB,
-                    timeout=options.job_timeout,
-                    max_tries=options.max_tries,
-                ),
-                func(
-                    worker_jobs.notice_confirm,
-                    name=notices.CONFIRM_JOB,
-                    timeout=options.job_timeout,
-                    max_tries=options.max_tries,
-                ),
-                func(
-                    worker_jobs.webhook_deliver,
-                    name=deliveries.DELIVER_JOB,
-                    timeout=options.job_timeout,
-                    max_tries=options.max_tries,
-                ),
-            ]
+    functions = [
+        job(worker_jobs.sweep_discover, JobName.DISCOVER),
+        job(worker_jobs.sweep_scan_endpoint, JobName.SCAN),
+        job(worker_jobs.sweep_close, JobName.CLOSE),
+        job(worker_jobs.sweep_reconcile, JobName.RECONCILE),
+        func(
+            worker_jobs.findings_evaluate,
+            name=notices.EVALUATE_JOB,
+            timeout=options.job_timeout,
+            max_tries=options.max_tries,
         ),
-        "cron_jobs": [
-            cron(
-                worker_jobs.sweep_nightly,
-                name=JobName.NIGHTLY,
-                timeout=options.job_timeout,
-                month=nightly.month,
-                day=nightly.day,
-                weekday=nightly.weekday,
-                hour=nightly.hour,
-                minute=nightly.minute,
-            ),
-            cron(
-                worker_jobs.sweep_reconcile,
-                name=RECONCILE_CRON,
-                second=reconcile_seconds,
-                timeout=options.job_timeout,
-            ),
-        ],
+        func(
+            worker_jobs.notice_confirm,
+            name=notices.CONFIRM_JOB,
+            timeout=options.job_timeout,
+            max_tries=options.max_tries,
+        ),
+        func(
+            worker_jobs.webhook_deliver,
+            name=deliveries.DELIVER_JOB,
+            timeout=options.job_timeout,
+            max_tries=options.max_tries,
+        ),
+    ]
+    cron_jobs = [
+        cron(
+            worker_jobs.sweep_nightly,
+            name=JobName.NIGHTLY,
+            timeout=options.job_timeout,
+            month=nightly.month,
+            day=nightly.day,
+            weekday=nightly.weekday,
+            hour=nightly.hour,
+            minute=nightly.minute,
+        ),
+        cron(
+            worker_jobs.sweep_reconcile,
+            name=RECONCILE_CRON,
+            second=reconcile_seconds,
+            timeout=options.job_timeout,
+        ),
+    ]
+    return {
+        "functions": [] if role == "scheduler" else instrument(functions),
+        "cron_jobs": [] if role == "worker" else cron_jobs,
+        **({"queue_name": SCHEDULER_QUEUE} if role == "scheduler" else {}),
         "redis_settings": config.redis_settings,
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -109,13 +133,15 @@ def worker_settings(config: WorkerConfig) -> dict[str, Any]:
     }
 
 
-def create_worker(config: WorkerConfig, **overrides: Any) -> Worker:
-    """An arq worker for ``config`` (``burst=True``, ``handle_signals=False`` … for tests)."""
-    return Worker(**{**worker_settings(config), **overrides})
+def create_worker(config: WorkerConfig, *, role: Role = "all", **overrides: Any) -> Worker:
+    """An arq worker for ``config`` in ``role`` (``burst=True``, ``handle_signals=False``
+    … for tests)."""
+    return Worker(**{**worker_settings(config, role), **overrides})
 
 
-def run_worker(config: WorkerConfig, *, burst: bool = False) -> None:
-    """Run a worker until SIGINT/SIGTERM (or, with ``burst``, until the queue is empty).
+def run_worker(config: WorkerConfig, *, burst: bool = False, role: Role = "all") -> None:
+    """Run a worker (or the scheduler) until SIGINT/SIGTERM (or, with ``burst``, until
+    the queue is empty).
 
     On uvloop when installed, like the rest of the CLI. A stopped worker's running jobs
     are cancelled and go back to the queue (arq retries cancelled jobs).
@@ -124,7 +150,7 @@ def run_worker(config: WorkerConfig, *, burst: bool = False) -> None:
     loop = factory() if factory is not None else asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        create_worker(config, burst=burst).run()
+        create_worker(config, role=role, burst=burst).run()
     finally:
         asyncio.set_event_loop(None)
         loop.close()

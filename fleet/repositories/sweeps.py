@@ -44,9 +44,11 @@ __all__ = [
     "endpoint_host_names",
     "get_sweep",
     "hold_open",
+    "lock_nightly_start",
     "open_sweeps",
     "previous_closed_sweep",
     "record_discovery",
+    "scheduled_sweep",
     "set_sweep_status",
     "sweep_counts",
     "sweep_endpoint_ids",
@@ -125,9 +127,12 @@ async def create_sweep(
     kind: SweepKind,
     scope: Mapping[str, Any],
     options: Mapping[str, Any] | None = None,
+    scheduled_for: dt.datetime | None = None,
 ) -> Sweep:
     """A new ``pending`` sweep (flushed: its id is set). ValueError for a bad scope or
-    kind (see :func:`fleet.repositories.inventory.validate_scope`)."""
+    kind (see :func:`fleet.repositories.inventory.validate_scope`). ``scheduled_for``:
+    the schedule tick a nightly sweep was started for (unique: a second sweep for the
+    same tick fails with an IntegrityError)."""
     if kind not in ("nightly", "adhoc"):
         raise ValueError(f"unknown sweep kind {kind!r}")
     sweep = Sweep(
@@ -136,10 +141,28 @@ async def create_sweep(
         scope=validate_scope(scope),
         options=dict(options or {}),
         total_endpoints=0,
+        scheduled_for=scheduled_for,
     )
     session.add(sweep)
     await session.flush()
     return sweep
+
+
+#: The key of the transaction-level advisory lock that serialises starting nightly
+#: sweeps (an arbitrary constant: "tlsf" in ASCII, then 1).
+_NIGHTLY_LOCK = 0x746C7366_0001
+
+
+async def lock_nightly_start(session: AsyncSession) -> None:
+    """Wait for, and hold until the transaction ends, the lock every scheduler takes
+    before it checks for an open nightly sweep and creates the next one — so that two
+    schedulers cannot both pass the check."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _NIGHTLY_LOCK})
+
+
+async def scheduled_sweep(session: AsyncSession, scheduled_for: dt.datetime) -> Sweep | None:
+    """The sweep started for this schedule tick, if any."""
+    return await session.scalar(select(Sweep).where(Sweep.scheduled_for == scheduled_for))
 
 
 async def get_sweep(

@@ -62,7 +62,9 @@ def api(
 ) -> None:
     """Serve the HTTP API (docs/api.md) with uvicorn.
 
-    Uses TLSFLEET_DATABASE_URL and TLSFLEET_REDIS_URL, or the embedded services.
+    Uses TLSFLEET_DATABASE_URL and TLSFLEET_REDIS_URL, or the embedded services. With
+    TLSFLEET_BOOTSTRAP_API_KEY set, that admin key is stored (as its hash) first, unless
+    it is there already.
     """
     import uvicorn
     from pydantic import SecretStr
@@ -73,6 +75,8 @@ def api(
     settings = load_settings()
     with services(settings) as resolved:
         _ready(resolved)
+        if settings.bootstrap_api_key is not None:
+            _bootstrap(resolved.database_url, settings.bootstrap_api_key.get_secret_value())
         configured = settings.model_copy(
             update={
                 "database_url": SecretStr(resolved.database_url),
@@ -102,6 +106,48 @@ def apikey_create(
     )
     err.print(f"API key {prefix} ({role}) created; it is shown only now:", highlight=False)
     sys.stdout.write(secret + "\n")
+
+
+@apikey_app.command("generate")
+def apikey_generate() -> None:
+    """Print a new key's secret without storing it: for TLSFLEET_BOOTSTRAP_API_KEY (the
+    deployment's Secret), which `tlsfleet api` stores as a hash when it starts."""
+    from fleet.repositories.apikeys import generate_secret
+
+    sys.stdout.write(generate_secret() + "\n")
+
+
+def _bootstrap(database_url: str, secret: str) -> None:
+    """Store TLSFLEET_BOOTSTRAP_API_KEY as an admin key unless it is stored already."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        key, created = run(_ensure_bootstrap(database_url, secret))
+    except ValueError as exc:
+        raise fail(f"TLSFLEET_BOOTSTRAP_API_KEY: {exc}") from None
+    except SQLAlchemyError as exc:
+        raise fail(f"cannot store the bootstrap API key: {type(exc).__name__}") from None
+    if created:
+        state = "created"
+    elif key.revoked_at is not None:
+        state = "revoked (left so)"
+    else:
+        state = "present"
+    err.print(f"bootstrap API key {key.prefix} ({key.role}): {state}", highlight=False)
+
+
+async def _ensure_bootstrap(database_url: str, secret: str) -> tuple[Any, bool]:
+    from fleet.db.session import create_engine, create_sessionmaker
+    from fleet.repositories import apikeys
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            key, created = await apikeys.ensure_key(session, secret)
+            await session.commit()
+            return key, created
+    finally:
+        await engine.dispose()
 
 
 @apikey_app.command("list")

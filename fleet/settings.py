@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     templates_dir: Path | None = Field(
         default=None, description="notice templates that override the shipped ones"
     )
+    bootstrap_api_key: SecretStr | None = Field(
+        default=None,
+        description="an admin API key (`tlsfleet apikey generate`) that `tlsfleet api` "
+        "stores, as its hash, at start-up unless it is there: a deployment's first key",
+    )
     dashboard_session_hours: float = Field(
         default=12.0, gt=0, le=720, description="hours a log-in to the dashboard lasts"
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.db.models import API_ROLES, AccountManager, ApiKey
@@ -23,6 +25,8 @@ __all__ = [
     "NewKey",
     "authenticate",
     "create_key",
+    "ensure_key",
+    "generate_secret",
     "get_key",
     "list_keys",
     "manager_by_email",
@@ -40,8 +44,18 @@ class NewKey:
     secret: str
 
 
+#: A key as :func:`generate_secret` makes it: the scheme, 8 hex digits, at least 32
+#: URL-safe characters of secret.
+_KEY_FORMAT = re.compile(r"tlsf_([0-9a-f]{8})_[A-Za-z0-9_-]{32,200}")
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_secret() -> str:
+    """A new key's secret (stored nowhere): ``tlsf_<prefix>_<43 URL-safe characters>``."""
+    return f"{_SCHEME}_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
 
 
 async def create_key(
@@ -57,8 +71,8 @@ async def create_key(
         raise ValueError(f"unknown role {role!r}: one of {', '.join(API_ROLES)}")
     if (role == "account_manager") != (account_manager_id is not None):
         raise ValueError("an account_manager key needs an account manager, other roles none")
-    prefix = secrets.token_hex(4)
-    secret = f"{_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+    secret = generate_secret()
+    prefix = secret.split("_", 2)[1]
     key = ApiKey(
         prefix=prefix,
         digest=_digest(secret),
@@ -69,6 +83,41 @@ async def create_key(
     session.add(key)
     await session.flush()
     return NewKey(key, secret)
+
+
+async def ensure_key(
+    session: AsyncSession, secret: str, *, role: str = "admin", name: str = "bootstrap"
+) -> tuple[ApiKey, bool]:
+    """Store a key whose secret the deployment chose (``TLSFLEET_BOOTSTRAP_API_KEY``)
+    unless it is stored already: the key and whether it was created now (flushed).
+
+    Idempotent, and safe when several API processes start at once (the insert does
+    nothing on a prefix that exists). Only the digest is stored. A key once revoked
+    stays revoked. ValueError for a secret not in the format :func:`generate_secret`
+    makes, or when a different key already has the secret's prefix.
+    """
+    match = _KEY_FORMAT.fullmatch(secret)
+    if match is None:
+        raise ValueError(
+            "not a tlsfleet API key: expected tlsf_<8 hex digits>_<at least 32 URL-safe "
+            "characters> (`tlsfleet apikey generate` makes one)"
+        )
+    if role == "account_manager" or role not in API_ROLES:
+        raise ValueError(f"a bootstrap key's role is one of admin, operator, viewer, not {role!r}")
+    prefix, digest = match.group(1), _digest(secret)
+    inserted = await session.scalar(
+        insert(ApiKey)
+        .values(prefix=prefix, digest=digest, name=name, role=role)
+        .on_conflict_do_nothing(index_elements=[ApiKey.prefix])
+        .returning(ApiKey.id)
+    )
+    key = await session.scalar(
+        select(ApiKey).where(ApiKey.prefix == prefix).execution_options(populate_existing=True)
+    )
+    assert key is not None  # inserted now, or there before
+    if not hmac.compare_digest(key.digest, digest):
+        raise ValueError(f"another API key already has the prefix {prefix}")
+    return key, inserted is not None
 
 
 async def authenticate(session: AsyncSession, secret: str) -> ApiKey | None:

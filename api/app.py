@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from api import dashboard, errors
 from api.limits import BodyLimit
 from api.metrics import Metrics
-from api.routes import apikeys, inventory, notices, ops, results, sweeps, webhooks
+from api.routes import apikeys, clients, inventory, notices, ops, results, sweeps, webhooks
 from api.runtime import ApiRuntime
 from fleet.db.session import create_engine, create_sessionmaker
 from fleet.settings import Settings
@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, max_body_bytes: int = MAX_BODY_BYTES) -> F
 
     # Each router carries its /v1 prefix, so that route templates (metrics labels) are
     # whole paths.
-    for module in (apikeys, inventory, sweeps, results, webhooks, notices, ops):
+    for module in (apikeys, inventory, sweeps, results, webhooks, notices, clients, ops):
         app.include_router(module.router)
     dashboard.install(app)
     return app

@@ -21,6 +21,7 @@ from fleet.inventory import (
     read_inventory,
     validate_rows,
 )
+from fleet.logs import cli as logs_cli
 from fleet.runtime import run
 from fleet.settings import load_settings
 
@@ -41,6 +42,7 @@ app = typer.Typer(
 
 scan_cli.register(app)
 api_cli.register(app)
+logs_cli.register(app)
 
 
 # -- the store: migrations and the inventory -------------------------------------------------

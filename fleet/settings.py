@@ -84,6 +84,23 @@ class Settings(BaseSettings):
         description="an admin API key (`tlsfleet apikey generate`) that `tlsfleet api` "
         "stores, as its hash, at start-up unless it is there: a deployment's first key",
     )
+    log_account_map: Path | None = Field(
+        default=None,
+        description="CSV (match,domain) mapping mail accounts or /regex/ to domains; "
+        "unset → the part after @ (docs/logs.md)",
+    )
+    log_timezone: str = Field(
+        default="UTC", description="zone of mail-log timestamps that carry none (syslog)"
+    )
+    log_dedupe_days: int = Field(
+        default=14, ge=1, le=366, description="days a stream's connection keys are kept"
+    )
+    client_window_days: int = Field(
+        default=30,
+        ge=1,
+        le=366,
+        description="days of mail-log telemetry behind the legacy-client findings",
+    )
     dashboard_session_hours: float = Field(
         default=12.0, gt=0, le=720, description="hours a log-in to the dashboard lasts"
     )

@@ -43,6 +43,7 @@ class DovecotInstance:
         ports: DovecotPorts,
         user: str,
         password: str,
+        more_users: tuple[str, ...] = (),
     ) -> None:
         self.spec = spec
         self.root = root
@@ -53,6 +54,7 @@ class DovecotInstance:
         self.ports = ports
         self.user = user
         self.password = password
+        self.more_users = more_users
 
     @property
     def auth_socket(self) -> Path:
@@ -82,12 +84,14 @@ class DovecotInstance:
         )
 
     def write_config(self) -> None:
-        """Write dovecot.conf, the passwd-file and the test user's home."""
+        """Write dovecot.conf, the passwd-file and the test users' homes."""
         mail_user = pwd.getpwnam(MAIL_USER)
-        home = self.root / "home" / self.user
-        home.mkdir(parents=True, exist_ok=True)
-        os.chown(home, mail_user.pw_uid, mail_user.pw_gid)
-        home.chmod(0o700)
+        homes = {}
+        for user in (self.user, *self.more_users):
+            home = homes[user] = self.root / "home" / user
+            home.mkdir(parents=True, exist_ok=True)
+            os.chown(home, mail_user.pw_uid, mail_user.pw_gid)
+            home.chmod(0o700)
         (self.root / "state").mkdir(exist_ok=True)
 
         # The auth process, running as the dovecot user, reads this file.
@@ -95,8 +99,10 @@ class DovecotInstance:
         passwd_file.touch(mode=0o640)
         os.chown(passwd_file, 0, pwd.getpwnam("dovecot").pw_gid)
         passwd_file.write_text(
-            f"{self.user}:{{PLAIN}}{self.password}:"
-            f"{mail_user.pw_uid}:{mail_user.pw_gid}::{home}::\n"
+            "".join(
+                f"{user}:{{PLAIN}}{self.password}:{mail_user.pw_uid}:{mail_user.pw_gid}::{home}::\n"
+                for user, home in homes.items()
+            )
         )
 
         self.config_file.write_text(self._config_text(passwd_file, mail_user.pw_uid))
@@ -119,6 +125,8 @@ shutdown_clients = yes
 log_path = {self.log_file}
 info_log_path = {self.log_file}
 auth_verbose = yes
+# %c: "TLS" (or "secured") when the connection is; %k: "TLSv1 with cipher …" (the
+# protocol and suite that tlsfleet's log telemetry counts, docs/logs.md).
 login_log_format_elements = user=<%u> method=%m rip=%r lip=%l mpid=%e %c %k session=<%{{session}}>
 
 default_internal_user = dovecot

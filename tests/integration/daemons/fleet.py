@@ -16,7 +16,15 @@ from pathlib import Path
 
 from .certs import FleetCertificates
 from .dovecot import DOVECOT, MAIL_USER, DovecotInstance, DovecotPorts
-from .model import CLIENT_ADDRESS, PROFILES, TEST_USER, DaemonEndpoint, DaemonFleet
+from .model import (
+    CLIENT_ADDRESS,
+    MAIL_ACCOUNTS,
+    PROFILES,
+    SINK_DOMAIN,
+    TEST_USER,
+    DaemonEndpoint,
+    DaemonFleet,
+)
 from .nginx import NGINX, NginxInstance
 from .postfix import POSTCONF, POSTFIX, POSTFIX_MASTER, PostfixInstance, PostfixPorts
 from .process import DaemonError, DaemonProcess, DaemonsNotInstalledError
@@ -174,6 +182,7 @@ def _configure(root: Path, processes: list[DaemonProcess]) -> DaemonFleet:
             DovecotPorts(imap=ports[0], imaps=ports[1], pop3=ports[2], pop3s=ports[3]),
             user=TEST_USER,
             password=password,
+            more_users=MAIL_ACCOUNTS,
         )
         postfix = PostfixInstance(
             spec,
@@ -182,6 +191,7 @@ def _configure(root: Path, processes: list[DaemonProcess]) -> DaemonFleet:
             credentials,
             PostfixPorts(smtp=ports[4], submission=ports[5], submissions=ports[6]),
             sasl_socket=dovecot.auth_socket,
+            sink_domain=SINK_DOMAIN,
         )
         nginx = NginxInstance(spec, root / spec.name / "nginx", log_dir, credentials, ports[7])
         for instance in (dovecot, postfix, nginx):
@@ -196,4 +206,6 @@ def _configure(root: Path, processes: list[DaemonProcess]) -> DaemonFleet:
         log_dir=str(log_dir),
         test_user=TEST_USER,
         test_password=password,
+        mail_accounts=MAIL_ACCOUNTS,
+        sink_domain=SINK_DOMAIN,
     )

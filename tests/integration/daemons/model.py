@@ -55,6 +55,12 @@ class DaemonFleet:
     log_dir: str
     test_user: str
     test_password: str
+    #: More users (``user@domain``, the same password) for tests of log telemetry:
+    #: Dovecot logs them in and Postfix authenticates them (SASL through Dovecot).
+    mail_accounts: tuple[str, ...] = ()
+    #: Mail to this domain is accepted from authenticated clients and discarded, so a
+    #: submission logs its queue id with the SASL user (``client=…, sasl_username=…``).
+    sink_domain: str = ""
 
     def endpoint(self, profile: Profile, service: Service) -> DaemonEndpoint:
         """Return the endpoint of ``service`` in ``profile``."""
@@ -131,3 +137,10 @@ PROFILES: dict[Profile, ProfileSpec] = {spec.name: spec for spec in (LEGACY, MOD
 CLIENT_ADDRESS = "127.0.10.100"
 
 TEST_USER = "tester"
+MAIL_ACCOUNTS = (
+    "alice@alpha.test",
+    "bob@alpha.test",
+    "carol@beta.test",
+    "dave@beta.test",
+)
+SINK_DOMAIN = "sink.test"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the real mail and web daemons that tests/integration/daemons starts.
+# Install the real mail and web daemons that tests/integration/daemons starts, and the
+# headless Chromium (with a font) that tests/e2e drives through Playwright.
 #
 # Idempotent and non-interactive, for a fresh Debian 12 machine as root (CI or a
 # developer box). The tests run their own instances with private config directories on
@@ -22,6 +23,8 @@ packages=(
     nginx-light
     openssl
     ca-certificates
+    chromium
+    fonts-dejavu-core
 )
 
 # Binaries the fixtures look for; when all of them are there, nothing is installed.
@@ -31,6 +34,7 @@ needed_binaries=(
     /usr/sbin/dovecot
     /usr/sbin/nginx
     /usr/bin/openssl
+    /usr/bin/chromium
 )
 
 missing=0
@@ -114,4 +118,5 @@ getent group postdrop >/dev/null || {
 
 echo "install-daemons.sh: $(/usr/sbin/postconf -d -h mail_version 2>/dev/null | sed 's/^/postfix /')," \
     "dovecot $(/usr/sbin/dovecot --version | cut -d' ' -f1)," \
-    "$(/usr/sbin/nginx -v 2>&1 | sed 's|nginx version: ||')"
+    "$(/usr/sbin/nginx -v 2>&1 | sed 's|nginx version: ||')," \
+    "$(/usr/bin/chromium --version 2>/dev/null | sed 's/^Chromium /chromium /' | cut -d' ' -f1-2)"

@@ -27,12 +27,13 @@
     return t;
   }
 
+  // A top that makes four whole-number steps (the charts count endpoints).
   function niceMax(value) {
-    if (value <= 0) { return 1; }
-    var step = Math.pow(10, Math.floor(Math.log10(value)));
-    var nice = [1, 2, 2.5, 5, 10].map(function (m) { return m * step; });
-    for (var i = 0; i < nice.length; i++) { if (nice[i] >= value) { return nice[i]; } }
-    return 10 * step;
+    var raw = Math.max(value, 1) / 4;
+    var mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    var steps = [1, 2, 5, 10].map(function (m) { return m * mag; });
+    var step = steps.filter(function (s) { return s >= raw; })[0];
+    return 4 * Math.max(1, step);
   }
 
   function frame(svg, labels, top) {

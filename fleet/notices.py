@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet import webhooks
 from fleet.db.models import NOTICE_ACTIVE, Customer, Endpoint, Notice
+from fleet.repositories import clients as client_repo
 from fleet.repositories import findings as finding_repo
 from fleet.repositories import notices as repo
 from fleet.repositories import sweeps as sweep_repo
@@ -65,6 +66,7 @@ __all__ = [
     "EVALUATE_JOB",
     "FORMATS",
     "LANGUAGES",
+    "ClientAccountView",
     "ConfirmReport",
     "NoticeConfig",
     "NoticeError",
@@ -117,6 +119,8 @@ class NoticeConfig:
     #: Days before expiry at which a certificate warns, largest first.
     cert_steps: tuple[int, ...] = (60, 14, 4)
     templates_dir: Path | None = None
+    #: Days of mail-log telemetry behind the notice's list of mailboxes.
+    client_window_days: int = 30
 
     @classmethod
     def from_settings(cls, settings: Settings, profile: Profile) -> NoticeConfig:
@@ -125,6 +129,7 @@ class NoticeConfig:
             min_severity=Severity(settings.notice_min_severity),
             cert_steps=tuple(sorted(set(settings.certificate_warning_days), reverse=True)),
             templates_dir=settings.templates_dir,
+            client_window_days=settings.client_window_days,
         )
 
 
@@ -717,6 +722,33 @@ class EndpointView:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientAccountView:
+    """A mailbox whose mail program logged in over TLS 1.0/1.1 or without TLS (mail-log
+    telemetry, docs/logs.md): ``used`` lists what stops working (``TLSv1.0``,
+    ``TLSv1.1``, ``none`` for no TLS), ``since`` its first such login in the window."""
+
+    account: str
+    used: tuple[str, ...]
+    since: dt.date
+    last_seen: dt.date
+    client_ips: tuple[str, ...]
+
+    @classmethod
+    def from_account(cls, account: client_repo.ClientAccount) -> ClientAccountView:
+        legacy = sorted(p for p in account.protocols if p.startswith(("SSL", "TLSv1.0", "TLSv1.1")))
+        used = (*legacy, "none") if account.plaintext_logins else tuple(legacy)
+        firsts = [t for t in (account.legacy_first, account.plaintext_first) if t is not None]
+        lasts = [t for t in (account.legacy_last, account.plaintext_last) if t is not None]
+        return cls(
+            account=account.account,
+            used=used,
+            since=min(firsts or [account.first_seen]).date(),
+            last_seen=max(lasts or [account.last_seen]).date(),
+            client_ips=tuple(account.client_ips),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class NoticeView:
     """Everything a notice template sees (pure data: rendering needs no database)."""
 
@@ -728,6 +760,8 @@ class NoticeView:
     judged_at: dt.date
     summary: str
     endpoints: tuple[EndpointView, ...]
+    client_accounts: tuple[ClientAccountView, ...] = ()
+    client_window_days: int = 30
 
     @property
     def domains(self) -> list[str]:
@@ -750,6 +784,8 @@ def view_from_assessments(
     assessments: Mapping[int, Assessment],
     domains: Mapping[int, Sequence[str]],
     certificates: Mapping[int, dt.datetime] | None = None,
+    client_accounts: Sequence[ClientAccountView] = (),
+    client_window_days: int = 30,
 ) -> NoticeView:
     """The view of a notice from its problems and its endpoints' assessments (by
     endpoint id): the findings shown are the notice's problems; the cut-off view and
@@ -796,6 +832,8 @@ def view_from_assessments(
         judged_at=judged_at.date(),
         summary=rollup.summary,
         endpoints=tuple(endpoints),
+        client_accounts=tuple(client_accounts),
+        client_window_days=client_window_days,
     )
 
 
@@ -825,6 +863,8 @@ async def build_view(session: AsyncSession, notice: Notice, config: NoticeConfig
     assessments = {e: assess(r.document, config.profile, judged_at) for e, r in results.items()}
     certificates = {e: r.cert_not_after for e, r in results.items() if r.cert_not_after is not None}
     domains = await repo.domains_by_endpoint(session, sweep_id, customer.id, endpoint_ids)
+    since = client_repo.window_start(dt.datetime.now(dt.UTC).date(), config.client_window_days)
+    accounts = await client_repo.customer_accounts(session, customer.id, since)
     return view_from_assessments(
         notice_id=notice.id,
         status=notice.status,
@@ -836,6 +876,8 @@ async def build_view(session: AsyncSession, notice: Notice, config: NoticeConfig
         assessments=assessments,
         domains=domains,
         certificates=certificates,
+        client_accounts=[ClientAccountView.from_account(a) for a in accounts],
+        client_window_days=config.client_window_days,
     )
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.db.models import AccountManager, Customer, Domain, MailAccount, MailClientDay
 from fleet.logs.ingest import Ingester, IngestOptions, IngestSummary
+from fleet.notices import ClientAccountView
 from fleet.repositories import clients as repo
 from tests.integration.daemons.clients import (
     EndpointIMAP4,
@@ -308,6 +309,15 @@ async def test_real_logs_give_each_account_its_protocols_methods_and_plaintext_l
         ("Beta", 1),
     ]
     assert [a.account for a in bobs] == ["carol@beta.test"]
+
+    # And Alpha's notice lists its mailboxes, what they use and since when
+    async with session_factory() as session:
+        accounts = await repo.customer_accounts(session, inventory["alpha"], since)
+    views = [ClientAccountView.from_account(a) for a in accounts]
+    assert [(v.account, v.used, v.client_ips) for v in views] == [
+        ("alice@alpha.test", ("TLSv1.0", "TLSv1.1"), (logged.client_address,)),
+        ("bob@alpha.test", ("none",), (logged.client_address,)),
+    ]
 
 
 async def test_ingesting_again_counts_nothing_twice_and_a_grown_file_is_read_on(

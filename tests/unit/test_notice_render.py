@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from fleet.notices import CERT_STEP, NoticeView, render, view_from_assessments
+from fleet.notices import (
+    CERT_STEP,
+    ClientAccountView,
+    NoticeView,
+    render,
+    view_from_assessments,
+)
 from policy import assess, default_profile
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots"
@@ -104,6 +110,23 @@ def _view() -> NoticeView:
         },
         domains={1: ["mueller.example", "shop.mueller.example"], 2: ["mueller.example"]},
         certificates={2: dt.datetime(2026, 12, 10, tzinfo=dt.UTC)},
+        client_accounts=[
+            ClientAccountView(
+                account="info@mueller.example",
+                used=("TLSv1.0",),
+                since=dt.date(2026, 11, 2),
+                last_seen=dt.date(2026, 11, 27),
+                client_ips=("198.51.100.23", "203.0.113.9"),
+            ),
+            ClientAccountView(
+                account="shop_<bot>@mueller.example",
+                used=("TLSv1.1", "none"),
+                since=dt.date(2026, 11, 20),
+                last_seen=dt.date(2026, 11, 28),
+                client_ips=("198.51.100.40",),
+            ),
+        ],
+        client_window_days=30,
     )
 
 
@@ -136,9 +159,13 @@ def test_html_is_escaped_and_markdown_too() -> None:
     html = render(_view(), "html", "en")
     assert "Müller &amp; Söhne &lt;GmbH&gt;" in html
     assert "<GmbH>" not in html
+    assert "shop_&lt;bot&gt;@mueller.example" in html
     markdown = render(_view(), "markdown", "en")
     assert r"Müller & Söhne \<GmbH\>" in markdown
     assert r"Alice \*Admin\*" in markdown
+    assert (
+        r"| shop\_\<bot\>@mueller.example | TLSv1.1, without encryption | 2026-11-20 |" in markdown
+    )
     text = render(_view(), "text", "en")
     assert "Müller & Söhne <GmbH>" in text
 

@@ -3,7 +3,7 @@ checkpoints and stream deduplication keys; and the SQL functions that add JSONB 
 maps in the counters' upsert (``tlsfleet_add_counts`` keeps the largest ``keep`` keys).
 
 Revision ID: 0cafbe4f5a7e
-Revises: 589fbdb53c7d
+Revises: 8b6418fff494
 Create Date: 2026-11-28 03:53:15.509478+00:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0cafbe4f5a7e"
-down_revision: str | None = "589fbdb53c7d"
+down_revision: str | None = "8b6418fff494"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

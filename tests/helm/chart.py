@@ -3,7 +3,8 @@
 helm itself is not installed on the project's machines: ``helm-template`` (built from
 the shared tools, see its README) renders a chart the way ``helm template`` does,
 values.schema.json included. Where it is found, in order: ``$TLSFLEET_HELM_TEMPLATE``,
-``helm-template`` on PATH, ``../shared/bin/helm-template`` beside the repository.
+``helm-template`` on PATH, then ``shared/bin/helm-template`` in the folder holding the
+repository or any folder above it (where the shared tools live beside checkouts).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def renderer() -> Path:
     on_path = shutil.which("helm-template")
     if on_path:
         candidates.append(Path(on_path))
-    candidates.append(REPO.parent / "shared" / "bin" / "helm-template")
+    candidates += [folder / "shared" / "bin" / "helm-template" for folder in REPO.parents]
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate

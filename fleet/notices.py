@@ -62,6 +62,7 @@ from scanner.models import EndpointResult, ErrorInfo
 
 __all__ = [
     "CERT_STEP",
+    "CLIENT_SEVERITY",
     "CONFIRM_JOB",
     "EVALUATE_JOB",
     "FORMATS",
@@ -80,11 +81,13 @@ __all__ = [
     "enqueue_evaluate",
     "environment",
     "expire_exceptions",
+    "is_account_problem",
     "problem_hash",
     "reconcile",
     "render",
     "set_exception",
     "skip_sync",
+    "sync_clients",
     "sync_sweep",
     "view_from_assessments",
 ]
@@ -96,6 +99,10 @@ EVALUATE_JOB = "findings_evaluate"
 CONFIRM_JOB = "notice_confirm"
 #: The code of a certificate-expiry step in a problem set (``step``: the days).
 CERT_STEP = "cert.expiry_step"
+#: The severity a mailbox problem (``clients.legacy_tls``, ``clients.plaintext_login``)
+#: counts with against TLSFLEET_NOTICE_MIN_SEVERITY: a mail program that stops working
+#: at the cut-off is what ``tls.legacy_version`` is on a mail-client port — high.
+CLIENT_SEVERITY = Severity.HIGH
 
 Format = Literal["text", "html", "markdown"]
 FORMATS: dict[str, tuple[str, str]] = {
@@ -151,17 +158,53 @@ def _problem(endpoint_id: int, code: str, step: int | None = None) -> dict[str, 
     return {"endpoint_id": endpoint_id, "code": code, "step": step}
 
 
+def _account_problem(account: str, code: str) -> dict[str, Any]:
+    return {"account": account, "code": code}
+
+
+def is_account_problem(problem: Mapping[str, Any]) -> bool:
+    """Whether a problem is a mailbox's (mail-log telemetry: ``{"account", "code"}``)
+    rather than an endpoint's (``{"endpoint_id", "code", "step"}``)."""
+    return problem.get("account") is not None
+
+
 def _key(problem: Mapping[str, Any]) -> tuple[int, str]:
+    """An endpoint problem's (endpoint id, code)."""
     return int(problem["endpoint_id"]), str(problem["code"])
 
 
+#: A problem's identity in a set: (endpoint id, "", code) for an endpoint's,
+#: (0, account, code) for a mailbox's (endpoint ids start at 1).
+Ident = tuple[int, str, str]
+
+
+def _ident(problem: Mapping[str, Any]) -> Ident:
+    if is_account_problem(problem):
+        return 0, str(problem["account"]), str(problem["code"])
+    return int(problem["endpoint_id"]), "", str(problem["code"])
+
+
+def _endpoint_problems(problems: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(p) for p in problems if not is_account_problem(p)]
+
+
+def _account_problems(problems: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(p) for p in problems if is_account_problem(p)]
+
+
 def _sorted(problems: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return sorted((dict(p) for p in problems), key=lambda p: (*_key(p), p.get("step") or 0))
+    return sorted((dict(p) for p in problems), key=lambda p: (*_ident(p), p.get("step") or 0))
 
 
 def problem_hash(problems: Iterable[Mapping[str, Any]]) -> str:
-    """SHA-256 of a problem set (order does not matter; a certificate's step does)."""
-    canonical = [[*_key(p), p.get("step")] for p in _sorted(problems)]
+    """SHA-256 of a problem set (order does not matter; a certificate's step does).
+
+    An endpoint problem hashes as ``[endpoint_id, code, step]`` (as before mailboxes
+    joined the set, so stored hashes stay valid), a mailbox's as ``[account, code]``."""
+    canonical: list[list[Any]] = [
+        [str(p["account"]), str(p["code"])] if is_account_problem(p) else [*_key(p), p.get("step")]
+        for p in _sorted(problems)
+    ]
     return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -182,9 +225,13 @@ def _endpoint_data(endpoint: Endpoint | None) -> dict[str, Any]:
 async def _problems_data(
     session: AsyncSession, problems: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    endpoints = await repo.endpoints_by_id(session, {_key(p)[0] for p in problems})
+    endpoints = await repo.endpoints_by_id(
+        session, {_key(p)[0] for p in _endpoint_problems(problems)}
+    )
     return [
-        {
+        {"account": p["account"], "code": p["code"]}
+        if is_account_problem(p)
+        else {
             "endpoint_id": p["endpoint_id"],
             "endpoint": _endpoint_data(endpoints.get(int(p["endpoint_id"]))),
             "code": p["code"],
@@ -241,10 +288,13 @@ class SyncReport:
 async def sync_sweep(
     sessions: async_sessionmaker[AsyncSession], config: NoticeConfig, sweep_id: int
 ) -> SyncReport | None:
-    """Bring the notices of the sweep's customers up to date with its findings, once.
+    """Bring the notices of the sweep's customers up to date with its findings and the
+    mail-log telemetry, once.
 
     None when the sweep's findings are not stored (yet). In one transaction, with each
-    customer's row locked while its notices change.
+    customer's row locked (in id order) while its notices change. Customers with no
+    domain in the sweep but with mailbox problems (or an active notice about
+    mailboxes) get the telemetry part (:func:`sync_clients`).
     """
     report = SyncReport(sweep_id)
     async with sessions() as session:
@@ -257,50 +307,134 @@ async def sync_sweep(
         pairs = await repo.problem_pairs(session, sweep_id, config.min_severity.rank)
         horizon = judged_at + dt.timedelta(days=max(config.cert_steps, default=0) + 1)
         certificates = await repo.certificate_dates(session, sweep_id, horizon)
-        for customer in await repo.customers_in_sweep(session, sweep_id):
-            locked = await repo.lock_customer(session, customer.id)
-            if locked is None or await repo.newer_synced_sweep(session, sweep_id, customer.id):
+        swept = {c.id for c in await repo.customers_in_sweep(session, sweep_id)}
+        clients = await _client_problems(session, config)
+        others = (set(clients) | await repo.customers_with_account_notices(session)) - swept
+        for customer_id in sorted(swept | others):
+            locked = await repo.lock_customer(session, customer_id)
+            if locked is None:
                 continue
-            problems = [_problem(e, code) for e, code in sorted(pairs.get(customer.id, ()))]
+            if customer_id not in swept:
+                await _sync_telemetry(
+                    session, report, config, locked, sweep_id, clients.get(customer_id, [])
+                )
+                continue
+            if await repo.newer_synced_sweep(session, sweep_id, customer_id):
+                continue
+            problems = [_problem(e, code) for e, code in sorted(pairs.get(customer_id, ()))]
             steps: dict[int, tuple[dt.datetime, int]] = {}
-            for endpoint_id, not_after in sorted(certificates.get(customer.id, {}).items()):
+            for endpoint_id, not_after in sorted(certificates.get(customer_id, {}).items()):
                 if not_after <= judged_at:
                     continue  # expired: cert.expired says it
                 step = cert_step(_days_left(not_after, judged_at), config.cert_steps)
                 if step is not None:
                     steps[endpoint_id] = (not_after, step)
                     problems.append(_problem(endpoint_id, CERT_STEP, step))
-            await _sync_customer(session, report, locked, sweep_id, problems)
+            problems += clients.get(customer_id, [])
+            await _sync_customer(session, report, config, locked, sweep_id, problems)
             await _warn_certificates(session, report, locked, sweep_id, steps, judged_at)
         await repo.mark_synced(session, sweep_id)
         await session.commit()
     return report
 
 
+async def sync_clients(
+    sessions: async_sessionmaker[AsyncSession], config: NoticeConfig
+) -> SyncReport | None:
+    """Bring every customer's notices up to date with the mail-log telemetry alone
+    (after ``tlsfleet logs ingest``): mailboxes that newly use TLS 1.0/1.1 or log in
+    without TLS open (or reopen) a notice, sent at once; a notice whose mailboxes all
+    stopped (and that has no endpoint problem) is resolved. Endpoint problems stay as
+    the last sweep left them. Idempotent: an unchanged telemetry changes nothing.
+
+    None before the first sweep's notices were synced: a notice records a sweep, the
+    newest synced one (``report.sweep_id``). One transaction, customers locked in id
+    order.
+    """
+    async with sessions() as session:
+        anchor = await repo.latest_synced_sweep(session)
+        if anchor is None:
+            return None
+        report = SyncReport(anchor)
+        clients = await _client_problems(session, config)
+        wanted = set(clients) | await repo.customers_with_account_notices(session)
+        for customer_id in sorted(wanted):
+            locked = await repo.lock_customer(session, customer_id)
+            if locked is not None:
+                await _sync_telemetry(
+                    session, report, config, locked, anchor, clients.get(customer_id, [])
+                )
+        await session.commit()
+    return report
+
+
+async def _client_problems(
+    session: AsyncSession, config: NoticeConfig
+) -> dict[int, list[dict[str, Any]]]:
+    """Per customer: its mailbox problems in the telemetry window ending today (none
+    when the notice threshold is above their severity)."""
+    if CLIENT_SEVERITY.rank < config.min_severity.rank:
+        return {}
+    today = dt.datetime.now(dt.UTC).date()
+    since = client_repo.window_start(today, config.client_window_days)
+    found = await repo.mailbox_problems(session, since)
+    return {
+        customer_id: [_account_problem(account, code) for account, code in sorted(pairs)]
+        for customer_id, pairs in found.items()
+    }
+
+
+async def _sync_telemetry(
+    session: AsyncSession,
+    report: SyncReport,
+    config: NoticeConfig,
+    customer: Customer,
+    sweep_id: int,
+    accounts: list[dict[str, Any]],
+) -> None:
+    """The telemetry part of a customer's sync: its endpoint problems are those its
+    active notices hold (no sweep judged them now), its mailbox problems are new."""
+    kept: dict[Ident, dict[str, Any]] = {}
+    for notice in await repo.customer_notices(session, customer.id):
+        if notice.status in NOTICE_ACTIVE:
+            kept.update((_ident(p), p) for p in _endpoint_problems(notice.problems))
+    await _sync_customer(
+        session, report, config, customer, sweep_id, [*kept.values(), *accounts], judged=False
+    )
+
+
 async def _sync_customer(
     session: AsyncSession,
     report: SyncReport,
+    config: NoticeConfig,
     customer: Customer,
     sweep_id: int,
     problems: list[dict[str, Any]],
+    *,
+    judged: bool = True,
 ) -> None:
-    current = {_key(p): p for p in problems}
+    """``judged``: a sweep judged the endpoint problems now (else only the telemetry
+    changed: the notices' ``last_sweep_id`` stays)."""
+    current = {_ident(p): p for p in problems}
     notices = await repo.customer_notices(session, customer.id)
-    covered: set[tuple[int, str]] = set()
+    covered: set[Ident] = set()
     now = dt.datetime.now(dt.UTC)
     for notice in notices:
         if notice.status not in NOTICE_ACTIVE:
             continue
-        keys = {_key(p) for p in notice.problems}
+        keys = {_ident(p) for p in notice.problems}
         if not keys & set(current):
             await _resolve(session, report, notice, customer, sweep_id)
             continue
         covered |= keys
-        notice.last_sweep_id = sweep_id
+        if judged:
+            notice.last_sweep_id = sweep_id
         # A certificate that moved to a nearer step: the set's hash follows it (its
         # certificate.expiring event is sent by _warn_certificates).
         moved = [
-            {**p, "step": current[_key(p)]["step"]} if _key(p) in current else p
+            {**p, "step": current[_ident(p)].get("step")}
+            if _ident(p) in current and not is_account_problem(p)
+            else p
             for p in notice.problems
         ]
         if moved != notice.problems:
@@ -315,9 +449,9 @@ async def _sync_customer(
     if not new:
         return
     digest = problem_hash(new)
-    keys = {_key(p) for p in new}
+    keys = {_ident(p) for p in new}
     earlier = next((n for n in notices if n.problem_hash == digest), None) or next(
-        (n for n in notices if n.status == "resolved" and keys <= {_key(p) for p in n.problems}),
+        (n for n in notices if n.status == "resolved" and keys <= {_ident(p) for p in n.problems}),
         None,
     )
     if earlier is not None and earlier.status in ("resolved", "dismissed"):
@@ -347,7 +481,7 @@ async def _sync_customer(
                 {"sweep_id": sweep_id, "problems": await _problems_data(session, new)},
             )
         await session.flush()
-        report.confirm.append(earlier.id)
+        await _open(session, report, config, earlier, customer)
         return
     notice = Notice(
         customer_id=customer.id,
@@ -363,7 +497,56 @@ async def _sync_customer(
     session.add(notice)
     await session.flush()
     report.opened += 1
-    report.confirm.append(notice.id)
+    await _open(session, report, config, notice, customer)
+
+
+async def _open(
+    session: AsyncSession,
+    report: SyncReport,
+    config: NoticeConfig,
+    notice: Notice,
+    customer: Customer,
+) -> None:
+    """An ``open`` notice waits for the re-scan of its endpoints; one about mailboxes
+    alone goes out now (the mail servers observed them: nothing to confirm)."""
+    if _endpoint_problems(notice.problems):
+        report.confirm.append(notice.id)
+        return
+    notice.confirmed = _sorted(notice.problems)
+    report.due += await _send(session, config, notice, customer, notice.confirmed, [])
+
+
+async def _send(
+    session: AsyncSession,
+    config: NoticeConfig,
+    notice: Notice,
+    customer: Customer,
+    kept: Sequence[Mapping[str, Any]],
+    endpoint_ids: Sequence[int],
+) -> list[int]:
+    """The notice goes out: ``notified`` and ``notice.opened`` with the problems it
+    keeps; the deliveries to wake after the commit."""
+    now = dt.datetime.now(dt.UTC)
+    notice.status = "notified"
+    notice.notified_at = now
+    notice.updated_at = now
+    notice.account_manager_id = customer.account_manager_id
+    domains = await repo.domains_by_endpoint(session, notice.sweep_id, customer.id, endpoint_ids)
+    return await _emit(
+        session,
+        "notice.opened",
+        (notice.id, notice.generation),
+        notice,
+        customer,
+        {
+            "sweep_id": notice.sweep_id,
+            "generation": notice.generation,
+            "problem_hash": notice.problem_hash,
+            "problems": await _problems_data(session, kept),
+            "domains": sorted({d for names_ in domains.values() for d in names_}),
+            "cutoff": config.profile.cutoff.isoformat(),
+        },
+    )
 
 
 def _exception_over(notice: Notice, today: dt.date) -> bool:
@@ -410,7 +593,8 @@ async def _warn_certificates(
             (
                 n
                 for n in active
-                if n.status in NOTICE_ACTIVE and (endpoint_id, CERT_STEP) in map(_key, n.problems)
+                if n.status in NOTICE_ACTIVE
+                and (endpoint_id, "", CERT_STEP) in map(_ident, n.problems)
             ),
             None,
         )
@@ -530,14 +714,17 @@ def _not_after(document: Mapping[str, Any]) -> dt.datetime | None:
 async def confirm_notice(runtime: Any, config: NoticeConfig, notice_id: int) -> ConfirmReport:
     """Re-scan an ``open`` notice's endpoints, judge them again, and send the notice
     with the problems the re-scan shows (``notified`` + notice.opened), or dismiss it
-    when it shows none. ``runtime`` is the worker's :class:`fleet.sweeps.SweepRuntime`
-    (its sessions, scanner and scan deadline)."""
+    when it shows none. Mailbox problems (mail-log telemetry) are observed facts: they
+    are kept without a re-scan, so a notice with one always goes out. ``runtime`` is
+    the worker's :class:`fleet.sweeps.SweepRuntime` (its sessions, scanner and scan
+    deadline)."""
     sessions: async_sessionmaker[AsyncSession] = runtime.sessions
     async with sessions() as session:
         notice = await repo.get_notice(session, notice_id)
         if notice is None or notice.status != "open":
             return ConfirmReport(notice_id, "skipped")
-        problems = list(notice.problems)
+        problems = _endpoint_problems(notice.problems)
+        observed = _account_problems(notice.problems)
         generation = notice.generation
         endpoint_ids = sorted({_key(p)[0] for p in problems})
         targets = await get_targets(session, endpoint_ids)
@@ -558,7 +745,8 @@ async def confirm_notice(runtime: Any, config: NoticeConfig, notice_id: int) -> 
             target = replace(target, host=name, sni=name)
         documents[endpoint_id] = await rescanner.scan(quick, target)
     now = dt.datetime.now(dt.UTC)
-    kept = _confirmed(problems, documents, config, now)
+    rescanned = _confirmed(problems, documents, config, now)
+    kept = _sorted([*observed, *rescanned])
 
     async with sessions() as session:
         notice = await repo.get_notice(session, notice_id)
@@ -569,10 +757,9 @@ async def confirm_notice(runtime: Any, config: NoticeConfig, notice_id: int) -> 
         if customer is None or notice.status != "open" or notice.generation != generation:
             return ConfirmReport(notice_id, "skipped")
         notice.confirmed = [
-            {
-                **p,
-                "rescanned_at": documents[_key(p)[0]].get("scanned_at"),
-            }
+            p
+            if is_account_problem(p)
+            else {**p, "rescanned_at": documents[_key(p)[0]].get("scanned_at")}
             for p in kept
         ]
         notice.updated_at = now
@@ -581,30 +768,16 @@ async def confirm_notice(runtime: Any, config: NoticeConfig, notice_id: int) -> 
             notice.status = "dismissed"
             outcome: ConfirmOutcome = "dismissed"
         else:
-            notice.status = "notified"
-            notice.notified_at = now
-            notice.account_manager_id = customer.account_manager_id
             outcome = "notified"
-            domains = await repo.domains_by_endpoint(
-                session, notice.sweep_id, customer.id, endpoint_ids
-            )
-            due = await _emit(
-                session,
-                "notice.opened",
-                (notice.id, notice.generation),
-                notice,
-                customer,
-                {
-                    "sweep_id": notice.sweep_id,
-                    "generation": notice.generation,
-                    "problem_hash": notice.problem_hash,
-                    "problems": await _problems_data(session, kept),
-                    "domains": sorted({d for names_ in domains.values() for d in names_}),
-                    "cutoff": config.profile.cutoff.isoformat(),
-                },
-            )
+            due = await _send(session, config, notice, customer, kept, endpoint_ids)
         await session.commit()
-    log.info("notice %s: %s (%d of %d confirmed)", notice_id, outcome, len(kept), len(problems))
+    log.info(
+        "notice %s: %s (%d of %d confirmed)",
+        notice_id,
+        outcome,
+        len(kept),
+        len(problems) + len(observed),
+    )
     return ConfirmReport(notice_id, outcome, len(kept), due)
 
 
@@ -791,7 +964,7 @@ def view_from_assessments(
     endpoint id): the findings shown are the notice's problems; the cut-off view and
     the summary are the policy's (``endpoint_future``, ``customer_rollup``)."""
     codes: dict[int, set[str]] = {}
-    for p in problems:
+    for p in _endpoint_problems(problems):
         endpoint_id, code = _key(p)
         codes.setdefault(endpoint_id, set()).add(code)
     endpoints = []
@@ -855,7 +1028,7 @@ async def build_view(session: AsyncSession, notice: Notice, config: NoticeConfig
         else None
     )
     problems = notice.confirmed if notice.confirmed else notice.problems
-    endpoint_ids = sorted({_key(p)[0] for p in problems})
+    endpoint_ids = sorted({_key(p)[0] for p in _endpoint_problems(problems)})
     sweep_id = notice.sweep_id
     run = await finding_repo.get_run(session, sweep_id)
     judged_at = run.judged_at if run is not None else notice.created_at

@@ -158,7 +158,7 @@ async def get_notice(notice_id: IdPath, session: SessionDep, caller: ScopedReade
     """One notice with its problem set, what the confirming re-scan showed, and the
     findings of its sweep behind its problems."""
     notice = await _own(session, notice_id, caller.scope)
-    keys = {(int(p["endpoint_id"]), str(p["code"])) for p in notice.problems}
+    keys = {(int(p["endpoint_id"]), str(p["code"])) for p in notice.problems if "endpoint_id" in p}
     found = await finding_repo.sweep_findings(
         session, notice.sweep_id, sorted({e for e, _ in keys})
     )

@@ -49,12 +49,19 @@ _FINDING: dict[str, Any] = {
 
 
 class Problem(BaseModel):
-    """One problem of a notice: a rule code on an endpoint, or a certificate-expiry step
-    (``code`` ``cert.expiry_step``, ``step`` in days)."""
+    """One problem of a notice: a rule code on an endpoint, a certificate-expiry step
+    (``code`` ``cert.expiry_step``, ``step`` in days), or a mailbox's finding from the
+    mail-server logs (``account``, ``code`` ``clients.legacy_tls`` or
+    ``clients.plaintext_login``; no ``endpoint_id``)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [_PROBLEM]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [_PROBLEM, {"account": "info@example.org", "code": "clients.legacy_tls"}]
+        }
+    )
 
-    endpoint_id: int
+    endpoint_id: int | None = None
+    account: str | None = None
     code: str
     step: int | None = None
 

@@ -11,11 +11,12 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.db.models import (
+    NOTICE_ACTIVE,
     CertificateWarning,
     Customer,
     Domain,
@@ -23,23 +24,30 @@ from fleet.db.models import (
     Endpoint,
     Finding,
     FindingRun,
+    MailAccount,
+    MailClientDay,
     Notice,
     ScanResult,
     Sweep,
     SweepDomain,
 )
 from fleet.repositories._sql import any_int
+from fleet.repositories.clients import FINDING_LEGACY, FINDING_PLAINTEXT
 
 __all__ = [
     "certificate_dates",
     "customer_notices",
+    "customers_by_id",
     "customers_in_sweep",
+    "customers_with_account_notices",
     "domains_by_endpoint",
     "endpoints_by_id",
     "expire_exceptions",
     "get_notice",
+    "latest_synced_sweep",
     "list_notices",
     "lock_customer",
+    "mailbox_problems",
     "mark_synced",
     "newer_synced_sweep",
     "notices_due_for_confirmation",
@@ -309,3 +317,64 @@ async def mark_synced(session: AsyncSession, sweep_id: int) -> None:
         .values(notices_synced_at=func.now())
         .execution_options(synchronize_session=False)
     )
+
+
+async def latest_synced_sweep(session: AsyncSession) -> int | None:
+    """The newest sweep whose notices were brought up to date (the sweep a notice
+    opened by mail-log telemetry alone records), or None before the first one."""
+    return await session.scalar(
+        select(func.max(FindingRun.sweep_id)).where(FindingRun.notices_synced_at.is_not(None))
+    )
+
+
+async def customers_with_account_notices(session: AsyncSession) -> set[int]:
+    """Customers with an active notice that has an account problem (mail-log
+    telemetry: ``{"account", "code"}``)."""
+    rows = await session.scalars(
+        select(Notice.customer_id)
+        .where(
+            Notice.status.in_(NOTICE_ACTIVE),
+            func.jsonb_path_exists(Notice.problems, text("'$[*].account'::jsonpath")),
+        )
+        .distinct()
+    )
+    return set(rows)
+
+
+async def customers_by_id(session: AsyncSession, ids: Collection[int]) -> list[Customer]:
+    """Customers by id, in id order (unknown ids left out)."""
+    if not ids:
+        return []
+    rows = await session.scalars(
+        select(Customer).where(any_int(Customer.id, ids)).order_by(Customer.id)
+    )
+    return list(rows)
+
+
+async def mailbox_problems(
+    session: AsyncSession, since: dt.date
+) -> dict[int, set[tuple[str, str]]]:
+    """Per customer: the ``(account, finding code)`` of its mailboxes with TLS 1.0/1.1
+    (``clients.legacy_tls``) or plaintext (``clients.plaintext_login``) logins on a day
+    ``>= since`` — the mailbox part of its problem set. Accounts whose domain the
+    inventory does not have belong to no customer and are left out."""
+    m = MailClientDay
+    legacy = func.sum(m.legacy_logins)
+    plaintext = func.sum(m.plaintext_logins)
+    rows = await session.execute(
+        select(Customer.id, MailAccount.account, legacy, plaintext)
+        .select_from(m)
+        .join(MailAccount, MailAccount.id == m.account_id)
+        .join(Domain, Domain.name == MailAccount.domain)
+        .join(Customer, Customer.id == Domain.customer_id)
+        .where(m.day >= since)
+        .group_by(Customer.id, MailAccount.id)
+        .having((legacy > 0) | (plaintext > 0))
+    )
+    found: dict[int, set[tuple[str, str]]] = defaultdict(set)
+    for customer_id, account, legacy_logins, plaintext_logins in rows.all():
+        if legacy_logins:
+            found[customer_id].add((account, FINDING_LEGACY))
+        if plaintext_logins:
+            found[customer_id].add((account, FINDING_PLAINTEXT))
+    return dict(found)

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from fleet.embedded import ResolvedServices
+    from fleet.notices import SyncReport
     from fleet.repositories.inventory import UpsertCounts
+    from fleet.settings import Settings
 
 app = typer.Typer(
     name="tlsfleet",
@@ -43,6 +45,72 @@ app = typer.Typer(
 scan_cli.register(app)
 api_cli.register(app)
 logs_cli.register(app)
+
+
+# -- after an ingest: notices from the mail-log telemetry ----------------------------------
+
+
+def _after_logs(value: object) -> object:
+    """``tlsfleet logs ingest`` always ends by bringing the notices up to date with the
+    telemetry (docs/logs.md), unless TLSFLEET_NOTICES_ENABLED=false: idempotent, so a
+    second ingest of the same logs changes nothing."""
+    import click
+
+    if click.get_current_context().invoked_subcommand == "ingest":
+        _sync_client_notices()
+    return value
+
+
+logs_cli.logs_app.info.result_callback = _after_logs
+
+
+def _sync_client_notices() -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from fleet.embedded import services
+
+    settings = load_settings()
+    if not settings.notices_enabled:
+        return
+    try:
+        with services(settings) as resolved:
+            report = run(_sync_clients(resolved, settings))
+    except (SQLAlchemyError, OSError, ValueError) as exc:
+        raise fail(f"the counts are stored, but syncing the notices failed: {exc}") from None
+    if report is None:
+        err.print("notices: not synced (no sweep judged yet)", highlight=False)
+        return
+    err.print(
+        f"notices: {report.opened} opened, {report.resolved} resolved, "
+        f"{report.regressed} regressed (mail-log telemetry)",
+        highlight=False,
+    )
+
+
+async def _sync_clients(resolved: ResolvedServices, settings: Settings) -> SyncReport | None:
+    from redis.exceptions import RedisError
+
+    from fleet import deliveries, findings, notices
+    from fleet.db.session import create_engine, create_sessionmaker
+    from fleet.jobs import create_job_pool
+
+    config = notices.NoticeConfig.from_settings(settings, findings.profile_for(settings))
+    engine = create_engine(resolved.database_url, pool_size=1)
+    try:
+        report = await notices.sync_clients(create_sessionmaker(engine), config)
+    finally:
+        await engine.dispose()
+    if report is not None and (report.due or report.confirm):
+        try:
+            redis = await create_job_pool(resolved.arq_settings)
+            try:
+                await deliveries.enqueue_deliveries(redis, report.due)
+                await notices.enqueue_confirms(redis, report.confirm)
+            finally:
+                await redis.aclose()
+        except (RedisError, OSError) as exc:  # committed: the reconciler wakes them
+            err.print(f"warning: webhooks are sent by the reconciler: {exc}", highlight=False)
+    return report
 
 
 # -- the store: migrations and the inventory -------------------------------------------------

@@ -22,11 +22,15 @@ from api.dashboard import session as auth
 from api.dashboard.render import PageError, page
 from api.deps import RuntimeDep, SessionDep, SettingsDep
 from api.errors import Invalid, NotFound
+from api.routes import clients as client_routes
 from api.routes import results as results_routes
+from api.schemas.clients import ClientKind, ImpactRead
 from api.schemas.common import IdPath
 from api.schemas.results import StatsRead, TrendRead
 from fleet.db.models import Notice
+from fleet.notices import ClientAccountView
 from fleet.repositories import apikeys
+from fleet.repositories import clients as client_repo
 from fleet.repositories import dashboard as repo
 from fleet.repositories import findings as finding_repo
 from fleet.repositories import inventory as inventory_repo
@@ -69,6 +73,25 @@ async def _stats(
         expiring_days=DEFAULT_EXPIRING_DAYS,
         by_account_manager=per_manager,
     )
+
+
+async def _impact(
+    session: SessionDep, settings: SettingsDep, caller: Principal, kind: ClientKind
+) -> ImpactRead:
+    """``GET /v1/clients/impact?kind=…`` for the caller (its scope included)."""
+    return await client_routes.client_impact(
+        session,
+        settings,
+        caller,
+        days=None,
+        kind=kind,
+        customer_id=None,
+        account_manager_id=None,
+    )
+
+
+#: Mailboxes listed on a customer's page (most legacy and plaintext logins first).
+CUSTOMER_MAILBOXES = 100
 
 
 # -- log-in, log-out ----------------------------------------------------------------------------
@@ -148,10 +171,17 @@ def _trend_charts(trend: TrendRead) -> list[dict[str, Any]]:
 
 @router.get("/")
 async def overview(
-    request: Request, session: SessionDep, runtime: RuntimeDep, viewer: auth.ViewerDep
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
+    viewer: auth.ViewerDep,
 ) -> Response:
-    """The fleet now (the caller's part of it) and its trend across sweeps."""
+    """The fleet now (the caller's part of it), its mailboxes on TLS 1.0/1.1 or without
+    TLS with the impact of the cut-off on them, and its trend across sweeps."""
     stats = await _stats(session, runtime, viewer.principal)
+    legacy = await _impact(session, settings, viewer.principal, "legacy")
+    plaintext = await _impact(session, settings, viewer.principal, "plaintext")
     trend = await results_routes.trend(session, runtime, viewer.principal, sweeps=TREND_SWEEPS)
     counts = stats.counts
     protocols = {
@@ -170,6 +200,8 @@ async def overview(
             "protocols": protocols,
             "charts": _trend_charts(trend),
             "trend": trend,
+            "legacy": legacy,
+            "plaintext": plaintext,
         },
     )
 
@@ -218,7 +250,8 @@ async def customer_page(
     settings: SettingsDep,
     viewer: auth.ViewerDep,
 ) -> Response:
-    """A customer: what breaks at the cut-off, its domains, its notices."""
+    """A customer: what breaks at the cut-off, its domains, its mailboxes still on TLS
+    1.0/1.1 or without TLS, its notices."""
     try:
         cutoff = await results_routes.customer_cutoff(
             customer_id, session, settings, viewer.principal
@@ -231,10 +264,22 @@ async def customer_page(
     found = await notice_repo.list_notices(
         session, after=None, limit=100, manager=viewer.principal.scope, customer_id=customer_id
     )
+    days = settings.client_window_days
+    since = client_repo.window_start(dt.datetime.now(dt.UTC).date(), days)
+    accounts = await client_repo.customer_accounts(
+        session, customer_id, since, limit=CUSTOMER_MAILBOXES + 1
+    )
     return page(
         request,
         "customer.html.j2",
-        {"cutoff": cutoff, "domains": domains, "notices": _notice_rows(found)},
+        {
+            "cutoff": cutoff,
+            "domains": domains,
+            "notices": _notice_rows(found),
+            "mailboxes": [ClientAccountView.from_account(a) for a in accounts],
+            "mailbox_limit": CUSTOMER_MAILBOXES,
+            "client_days": days,
+        },
     )
 
 

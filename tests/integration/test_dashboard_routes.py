@@ -4,9 +4,11 @@ real browser are in tests/e2e/test_dashboard.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.app import create_app
-from fleet.db.models import AccountManager, Customer, DashboardSession, Domain
+from fleet.db.models import (
+    AccountManager,
+    Customer,
+    DashboardSession,
+    Domain,
+    MailAccount,
+    MailClientDay,
+)
 from fleet.repositories import apikeys
 from tests.integration.api.harness import settings_for
 
@@ -246,3 +255,98 @@ async def test_static_files_are_served(app: FastAPI) -> None:
     assert "Okabe" in chart.text
     assert css.status_code == 200
     assert css.headers["content-type"].startswith("text/css")
+
+
+def _number(html: str, testid: str) -> int:
+    """A number the page shows: a card's value or a marked element's text."""
+    card = re.search(
+        rf'data-testid="count-{testid}">\s*<span class="value" data-value="(\d+)"', html
+    )
+    found = card or re.search(rf'data-testid="{testid}">(\d+)<', html)
+    assert found is not None, testid
+    return int(found.group(1))
+
+
+async def _mailbox(
+    sessions: async_sessionmaker[AsyncSession], account: str, *, legacy: int, plaintext: int
+) -> None:
+    """Today's logins of a mailbox, as the log ingest stores them."""
+    now = dt.datetime.now(dt.UTC)
+    async with sessions() as session:
+        stored = MailAccount(account=account, domain=account.rsplit("@", 1)[1])
+        session.add(stored)
+        await session.flush()
+        protocols = {k: n for k, n in (("TLSv1.0", legacy), ("none", plaintext)) if n}
+        session.add(
+            MailClientDay(
+                account_id=stored.id,
+                day=now.date(),
+                logins=legacy + plaintext + 1,
+                legacy_logins=legacy,
+                plaintext_logins=plaintext,
+                unknown_logins=0,
+                protocols={**protocols, "TLSv1.3": 1},
+                ciphers={},
+                mechanisms={"PLAIN": legacy + plaintext + 1},
+                services={"imap": legacy + plaintext + 1},
+                client_ips={"198.51.100.9": legacy + plaintext + 1},
+                client_ips_other=0,
+                first_seen=now,
+                last_seen=now,
+                legacy_first=now if legacy else None,
+                legacy_last=now if legacy else None,
+                plaintext_first=now if plaintext else None,
+                plaintext_last=now if plaintext else None,
+            )
+        )
+        await session.commit()
+
+
+async def test_mailboxes_and_the_impact_line_are_the_apis_numbers_in_scope(
+    app: FastAPI, seed: Seed, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    # Given mailboxes on TLS 1.0 and without TLS at Alice's and Bob's customers, and one
+    # whose domain the inventory does not have
+    await _mailbox(session_factory, "a1@alice.example", legacy=2, plaintext=0)
+    await _mailbox(session_factory, "a2@alice.example", legacy=1, plaintext=3)
+    await _mailbox(session_factory, "a3@alice.example", legacy=0, plaintext=1)
+    await _mailbox(session_factory, "b1@bob.example", legacy=1, plaintext=0)
+    await _mailbox(session_factory, "x@elsewhere.example", legacy=1, plaintext=0)
+    expected = {
+        "viewer": {"customers": 2, "legacy": 4, "plaintext": 2, "impact": 3, "unmapped": 1},
+        "account_manager": {"customers": 1, "legacy": 2, "plaintext": 2, "impact": 2},
+    }
+    for role, numbers in expected.items():
+        async with _client(app) as client:
+            await _log_in(client, seed.keys[role])
+            page = (await client.get("/dashboard/")).text
+            headers = {"Authorization": f"Bearer {seed.keys[role]}"}
+
+            async def api(path: str, headers: dict[str, str] = headers) -> Any:
+                response = await client.get(path, headers=headers)
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            impact = await api("/v1/clients/impact?kind=legacy")
+            legacy = (await api("/v1/clients/legacy?kind=legacy&limit=100"))["items"]
+            plaintext = (await api("/v1/clients/legacy?kind=plaintext&limit=100"))["items"]
+            # Then the overview shows the API's numbers, for the key's scope
+            assert _number(page, "accounts_legacy") == len(legacy) == numbers["legacy"], role
+            assert _number(page, "accounts_plaintext") == len(plaintext) == numbers["plaintext"]
+            assert _number(page, "impact-customers") == impact["customers"] == numbers["customers"]
+            assert _number(page, "impact-accounts") == impact["accounts"] == numbers["impact"]
+            if "unmapped" in numbers:
+                assert _number(page, "impact-unmapped") == impact["unmapped_accounts"] == 1
+            else:
+                assert "impact-unmapped" not in page
+
+            # And Alice's customer page lists its mailboxes: what they use, since when
+            customer = await client.get(f"/dashboard/customers/{seed.alice_customer}")
+            listed = re.findall(r'<tr data-account="([^"]+)">', customer.text)
+            api_listed = await api(f"/v1/clients/legacy?customer_id={seed.alice_customer}")
+            assert sorted(listed) == sorted(a["account"] for a in api_listed["items"])
+            assert listed == ["a2@alice.example", "a1@alice.example", "a3@alice.example"]
+            used = re.findall(r'<td data-col="used">([^<]*)</td>', customer.text)
+            assert used == ["TLSv1.0, no TLS", "TLSv1.0", "no TLS"]
+            assert "198.51.100.9" in customer.text
+            assert "b1@bob.example" not in customer.text

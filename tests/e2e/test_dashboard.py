@@ -11,6 +11,7 @@ manager sees only its own customers; log-out ends the session. Screenshots go to
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.app import create_app
+from fleet.db.models import MailAccount, MailClientDay
 from fleet.inventory import InventoryRecord
 from fleet.repositories import apikeys
 from tests.integration.api.harness import settings_for
@@ -99,6 +101,7 @@ async def served(
             session, role="account_manager", name="Ann", account_manager_id=ann.id
         )
         await session.commit()
+    await _mailboxes(session_factory, records)
 
     port = _free_port()
     app = create_app(settings_for(database_url, redis_url))
@@ -118,6 +121,68 @@ async def served(
     finally:
         server.should_exit = True
         await task
+
+
+async def _mailboxes(
+    sessions: async_sessionmaker[AsyncSession], records: list[InventoryRecord]
+) -> None:
+    """Today's logins of a few mailboxes, as the log ingest stores them: two of Customer
+    0's on TLS 1.0 (one also without TLS), one of Customer 2's without TLS, and one
+    whose domain the inventory does not have."""
+    first = next(r.domain for r in records if r.customer.endswith("0"))
+    bobs = next(r.domain for r in records if r.customer.endswith("2"))
+    now = dt.datetime.now(dt.UTC)
+    async with sessions() as session:
+        for account, legacy, plaintext in (
+            (f"info@{first}", 2, 0),
+            (f"shop@{first}", 1, 1),
+            (f"office@{bobs}", 0, 3),
+            ("old@unknown.example", 1, 0),
+        ):
+            stored = MailAccount(account=account, domain=account.rsplit("@", 1)[1])
+            session.add(stored)
+            await session.flush()
+            protocols = {k: n for k, n in (("TLSv1.0", legacy), ("none", plaintext)) if n}
+            session.add(
+                MailClientDay(
+                    account_id=stored.id,
+                    day=now.date(),
+                    logins=legacy + plaintext,
+                    legacy_logins=legacy,
+                    plaintext_logins=plaintext,
+                    unknown_logins=0,
+                    protocols=protocols,
+                    ciphers={},
+                    mechanisms={"PLAIN": legacy + plaintext},
+                    services={"imap": legacy + plaintext},
+                    client_ips={"198.51.100.20": legacy + plaintext},
+                    client_ips_other=0,
+                    first_seen=now,
+                    last_seen=now,
+                    legacy_first=now if legacy else None,
+                    legacy_last=now if legacy else None,
+                    plaintext_first=now if plaintext else None,
+                    plaintext_last=now if plaintext else None,
+                )
+            )
+        await session.commit()
+
+
+async def _check_mailbox_numbers(page: Page, served: Served, role: str) -> dict[str, Any]:
+    """The overview's mailbox cards and impact line against /v1/clients for ``role``."""
+    impact = await _api(served, role, "/v1/clients/impact?kind=legacy")
+    legacy = (await _api(served, role, "/v1/clients/legacy?kind=legacy&limit=100"))["items"]
+    plaintext = (await _api(served, role, "/v1/clients/legacy?kind=plaintext&limit=100"))["items"]
+    assert await _int(page, '[data-testid="count-accounts_legacy"] .value') == len(legacy)
+    assert await _int(page, '[data-testid="count-accounts_plaintext"] .value') == len(plaintext)
+    assert await _int(page, '[data-testid="impact-customers"]') == impact["customers"]
+    assert await _int(page, '[data-testid="impact-accounts"]') == impact["accounts"]
+    unmapped = page.locator('[data-testid="impact-unmapped"]')
+    if impact["unmapped_accounts"]:
+        assert await _int(page, '[data-testid="impact-unmapped"]') == impact["unmapped_accounts"]
+    else:
+        assert await unmapped.count() == 0
+    return {"impact": impact, "legacy": legacy, "plaintext": plaintext}
 
 
 @pytest.fixture
@@ -212,6 +277,10 @@ async def test_every_page_shows_what_the_api_says(served: Served, browser: Brows
     assert legacy[0]["values"] == [p["counts"]["findings"]["tls10"] for p in trend]
     breaks = json.loads(await page.get_attribute('[data-testid="trend-2"]', "data-series") or "")
     assert breaks[0]["values"] == [p["counts"]["findings"]["no_modern_tls"] for p in trend]
+    # … and so are the mailboxes on TLS 1.0/1.1 or without TLS, and the impact line
+    mailboxes = await _check_mailbox_numbers(page, served, "viewer")
+    assert (len(mailboxes["legacy"]), len(mailboxes["plaintext"])) == (3, 2)
+    assert (mailboxes["impact"]["customers"], mailboxes["impact"]["accounts"]) == (1, 2)
     await _charts_drawn(page)
     await _shot(page, "overview")
 
@@ -258,6 +327,12 @@ async def test_every_page_shows_what_the_api_says(served: Served, browser: Brows
             assert shown == cutoff["outcomes"].get(outcome, 0), outcome
         rows = page.locator('[data-testid="cutoff-endpoints"] tbody tr[data-endpoint]')
         assert await rows.count() == len(cutoff["endpoints"])
+        accounts = await _api(served, "viewer", f"/v1/clients/legacy?customer_id={customer['id']}")
+        boxes = page.locator('[data-testid="mailboxes"] tbody tr[data-account]')
+        names = [
+            await boxes.nth(i).get_attribute("data-account") for i in range(await boxes.count())
+        ]
+        assert sorted(n or "" for n in names) == sorted(a["account"] for a in accounts["items"])
     await _shot(page, "customer")
 
     # A domain: the protocol matrix is its results' documents.
@@ -304,6 +379,10 @@ async def test_an_account_manager_sees_only_its_customers(served: Served, browse
     for name in CARDS:
         shown = await _int(page, f'[data-testid="count-{name}"] .value')
         assert shown == stats["counts"]["findings"][name], name
+    # Ann's mailboxes only: Customer 0's two, none of Bob's, none outside the inventory
+    mailboxes = await _check_mailbox_numbers(page, served, "account_manager")
+    assert (len(mailboxes["legacy"]), len(mailboxes["plaintext"])) == (2, 1)
+    assert mailboxes["impact"]["unmapped_accounts"] == 0
     await _shot(page, "overview-account-manager")
 
     own = (await _api(served, "account_manager", "/v1/customers"))["items"]

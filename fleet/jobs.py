@@ -28,6 +28,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix
 
 __all__ = [
+    "SCHEDULER_QUEUE",
     "JobName",
     "beat",
     "claim",
@@ -79,6 +80,11 @@ def close_job_id(sweep_id: int) -> str:
 
 #: Start-up reconciliations of several workers starting together collapse into one.
 RECONCILE_JOB_ID = "sweeps:reconcile"
+
+#: The scheduler's own queue (``tlsfleet scheduler``): its cron jobs go through it, so
+#: that a scheduler never takes (and, lacking the function, fails) a job meant for the
+#: workers; what its cron jobs start goes to the workers' queue.
+SCHEDULER_QUEUE = "tlsfleet:scheduler"
 
 
 def serialize(data: dict[str, Any]) -> bytes:

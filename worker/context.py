@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import default_queue_name
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet import jobs
@@ -125,10 +124,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     config: WorkerConfig = ctx["config"]
     settings, options = config.settings, config.options
     redis: ArqRedis = ctx["redis"]
-    own_redis = redis.default_queue_name != default_queue_name
+    # Only the scheduler's pool enqueues into a queue the workers do not read (its own);
+    # the jobs its cron jobs start (a sweep's discovery, reconciliations) are the
+    # workers'. A worker on another queue (the demo's private one) keeps its own pool:
+    # its jobs must stay on its queue.
+    own_redis = redis.default_queue_name == jobs.SCHEDULER_QUEUE
     if own_redis:
-        # The scheduler's arq pool enqueues into the scheduler's own queue; the jobs its
-        # cron jobs start (a sweep's discovery, reconciliations) are the workers'.
         redis = await jobs.create_job_pool(config.redis_settings)
     engine = create_engine(config.database_url, pool_size=min(options.max_jobs, 20))
     limiter = RedisLimiter(

@@ -27,7 +27,7 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from fleet import deliveries, jobs, notices
-from fleet.jobs import JobName
+from fleet.jobs import SCHEDULER_QUEUE, JobName
 from fleet.runtime import loop_factory
 from worker import jobs as worker_jobs
 from worker.context import WorkerConfig, job_ended, job_started, shutdown, startup
@@ -47,9 +47,6 @@ __all__ = [
 #: so that arq treats the two separately).
 RECONCILE_CRON = f"cron:{JobName.RECONCILE}"
 
-#: The scheduler's own queue: its cron jobs go through it, so that a scheduler never
-#: takes (and, lacking the function, fails) a job meant for the workers.
-SCHEDULER_QUEUE = "tlsfleet:scheduler"
 
 #: ``all``: jobs and the cron schedule (the default worker); ``worker``: jobs only
 #: (``--no-cron``); ``scheduler``: the cron schedule only.

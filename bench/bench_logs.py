@@ -9,7 +9,8 @@ What it does, all on this machine:
   processes), 35 % Dovecot login-process lines (logins over TLS 1.0 to 1.3 or without
   TLS, failed logins, disconnects without a login), 5 % other programs; ``--accounts``
   accounts in ``--accounts / 10`` domains, 5 % of the accounts on TLS 1.0/1.1, 2 % without
-  TLS, client addresses from a pool per account, over 7 days;
+  TLS, client addresses from a pool per account, over 21 days (the file dated by its
+  last line);
 * **ingests** it into a database of its own (``tlsfleet_bench_logs`` on the server of
   ``--database-url``, else ``TLSFLEET_DATABASE_URL``'s, else 127.0.0.1:5432; created,
   migrated, dropped at the end) with the production :class:`fleet.logs.ingest.Ingester`
@@ -138,6 +139,10 @@ def generate(path: Path, lines: int, accounts: int, seed: int = 7) -> int:
             else:
                 out.write(f"{stamp} mx1 CRON[{rng.randrange(9999)}]: (root) CMD (run-parts)\n")
             written += 1
+    # Syslog lines have no year: the ingest takes it from the file's modification time,
+    # and a line more than a day after it belongs to the year before. Dated by its last
+    # line, the file reads as one year, whenever the benchmark runs.
+    os.utime(path, (moment.timestamp(), moment.timestamp()))
     return written
 
 

@@ -649,12 +649,13 @@ class MailClientDay(Base):
     """One account's logins on one (UTC) day, summed over every ingest.
 
     Written only by :func:`fleet.repositories.clients.add_days`, an upsert that adds
-    counts (``ON CONFLICT … DO UPDATE``): the ingest's checkpoints (``log_sources``)
-    and stream deduplication (``log_seen_connections``) make sure each connection is
-    added once. The JSONB maps count per key (``protocols``: ``TLSv1.0`` …, ``none``,
-    ``secured``, ``unknown``; ``ciphers``: ``"TLSv1.0 <cipher>"``; ``mechanisms``;
-    ``services``); ``client_ips`` keeps the 20 most frequent addresses, logins from
-    others are counted in ``client_ips_other``.
+    counts (``ON CONFLICT … DO UPDATE``; the maps merged in Python under an advisory
+    lock): the ingest's checkpoints (``log_sources``) and stream deduplication
+    (``log_seen_connections``) make sure each connection is added once. The JSONB maps
+    count per key (``protocols``: ``TLSv1.0`` …, ``none``, ``secured``, ``unknown``;
+    ``ciphers``: ``"TLSv1.0 <cipher>"``; ``mechanisms``; ``services``); ``client_ips``
+    keeps the first 20 addresses of the day, logins from others are counted in
+    ``client_ips_other``.
     """
 
     __tablename__ = "mail_client_days"

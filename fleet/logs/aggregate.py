@@ -5,8 +5,9 @@ rest). A day is the UTC date of the connection. Each (day, account) keeps: login
 over TLS 1.0/1.1 (or SSL), without TLS, and whose transport the logs left unknown;
 counts per protocol version, per cipher suite (``"TLSv1.0 ECDHE-RSA-AES256-SHA"``), per
 mechanism and per service; up to :data:`MAX_CLIENT_IPS` client addresses with counts
-(logins from further addresses are counted in ``client_ips_other``); first and last
-login, and first and last legacy and plaintext login.
+(logins from further addresses are counted in ``client_ips_other``; which addresses
+they were is kept until the counts are stored, where the stored day's addresses come
+first); first and last login, and first and last legacy and plaintext login.
 
 The account map (``TLSFLEET_LOG_ACCOUNT_MAP``): a CSV file with a header ``match,domain``;
 ``match`` is an account (case-insensitive) or, between slashes, a regular expression
@@ -123,6 +124,9 @@ class DayCounts:
     services: Counter[str] = field(default_factory=Counter)
     client_ips: dict[str, int] = field(default_factory=dict)
     client_ips_other: int = 0
+    #: The addresses counted in ``client_ips_other``, first seen first (only while the
+    #: counts are held: merging with stored ones must see which addresses they were).
+    more_ips: dict[str, int] | None = None
     legacy_first: dt.datetime | None = None
     legacy_last: dt.datetime | None = None
     plaintext_first: dt.datetime | None = None
@@ -159,6 +163,9 @@ class DayCounts:
                 self.client_ips[c.client_ip] = self.client_ips.get(c.client_ip, 0) + 1
             else:
                 self.client_ips_other += 1
+                if self.more_ips is None:
+                    self.more_ips = {}
+                self.more_ips[c.client_ip] = self.more_ips.get(c.client_ip, 0) + 1
 
 
 class Aggregator:

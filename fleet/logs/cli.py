@@ -62,7 +62,7 @@ def ingest(
     ],
     flush_lines: Annotated[
         int, typer.Option(min=1, max=10_000_000, help="flush the counts every N lines")
-    ] = 50_000,
+    ] = 1_000_000,
     flush_seconds: Annotated[
         float, typer.Option(min=0.1, max=3600, help="… and at least every S seconds (stdin)")
     ] = 5.0,

@@ -15,9 +15,16 @@ Guarantees (docs/logs.md says them for operators):
   ``TLSFLEET_LOG_DEDUPE_DAYS``) in the transaction that counts it, so the same lines
   piped twice count once, however the two runs cut them, within that time.
 - A malformed line is counted and skipped. Memory is bounded: counters are flushed
-  every ``flush_lines`` lines or ``flush_seconds`` seconds, the open Postfix connections
-  are at most ``max_open`` (the oldest is completed early) and any open for longer than
-  an hour of log time is completed.
+  every ``flush_lines`` lines or ``flush_seconds`` seconds (streams), or as soon as
+  ``flush_rows`` (day, account) counters (files) or completed connections (streams) are
+  held; the open Postfix connections are at most ``max_open`` (the oldest is completed
+  early) and any open for longer than an hour of log time is completed
+  (:class:`~fleet.logs.join.Joiner`).
+
+A file's completed connections are added to the counters as they complete, so a flush
+carries one row per (day, account) of its window, however many lines and logins it
+covers; the flush writes them in a few statements (:func:`fleet.repositories.clients.add_days`).
+The counts stored do not depend on where flushes fall.
 """
 
 from __future__ import annotations
@@ -43,10 +50,12 @@ __all__ = ["IngestOptions", "IngestSummary", "Ingester", "SourceConflictError", 
 
 #: Longest line read as one (longer ones are malformed; syslog lines are < 8 KiB).
 MAX_LINE = 64 * 1024
-#: An open Postfix connection older than this (log time) is completed.
-OPEN_HORIZON = dt.timedelta(hours=1)
 #: Account ids remembered between flushes.
 _ID_CACHE = 200_000
+#: Completed connections of a file held before they are added to the counters.
+_DRAIN = 1_024
+#: (day, account) rows sent to the database per statement.
+_CHUNK = 10_000
 
 
 class SourceConflictError(RuntimeError):
@@ -57,8 +66,9 @@ class SourceConflictError(RuntimeError):
 class IngestOptions:
     accounts: AccountMap = field(default_factory=AccountMap)
     zone: str = "UTC"
-    flush_lines: int = 50_000
+    flush_lines: int = 1_000_000
     flush_seconds: float = 5.0
+    flush_rows: int = 50_000
     max_open: int = MAX_OPEN
     dedupe_days: int = 14
 
@@ -115,12 +125,13 @@ def _row(account_id: int, day: dt.date, c: DayCounts) -> dict[str, Any]:
         "legacy_logins": c.legacy_logins,
         "plaintext_logins": c.plaintext_logins,
         "unknown_logins": c.unknown_logins,
-        "protocols": dict(c.protocols),
-        "ciphers": dict(c.ciphers),
-        "mechanisms": dict(c.mechanisms),
-        "services": dict(c.services),
-        "client_ips": c.client_ips,
-        "client_ips_other": c.client_ips_other,
+        "protocols": c.protocols,
+        "ciphers": c.ciphers,
+        "mechanisms": c.mechanisms,
+        "services": c.services,
+        # Every address, first seen first: add_days decides which find room.
+        "client_ips": c.client_ips | c.more_ips if c.more_ips else c.client_ips,
+        "client_ips_other": c.client_ips_other - sum(c.more_ips.values()) if c.more_ips else 0,
         "first_seen": c.first_seen,
         "last_seen": c.last_seen,
         "legacy_first": c.legacy_first,
@@ -164,9 +175,9 @@ class Ingester:
         else:
             summary.ignored += 1
 
-    def _completed(self, joiner: Joiner, *, expire: bool) -> list[Connection]:
-        if expire:
-            joiner.expire(OPEN_HORIZON)
+    def _completed(self, joiner: Joiner) -> list[Connection]:
+        """The connections completed since the last call, counted in the summary; those
+        with a login of a known account."""
         done, joiner.done = joiner.done, []
         summary = self.summary
         summary.connections += len(done)
@@ -180,26 +191,32 @@ class Ingester:
                 summary.failed_logins += 1
         return logins
 
-    async def _count(self, session: AsyncSession, logins: list[Connection]) -> None:
-        aggregator = Aggregator(self.options.accounts)
-        for c in logins:
+    def _aggregate(self, joiner: Joiner, aggregator: Aggregator) -> None:
+        for c in self._completed(joiner):
             aggregator.add(c)
+
+    async def _count(self, session: AsyncSession, aggregator: Aggregator) -> None:
         rows, domains = aggregator.take()
         missing = {a: d for a, d in domains.items() if a not in self._ids}
         if missing:
             if len(self._ids) + len(missing) > _ID_CACHE:
                 self._ids.clear()
+                missing = domains  # every account of these rows needs its id again
             self._ids.update(await repo.upsert_accounts(session, missing))
-        await repo.add_days(
-            session,
-            [_row(self._ids[account], day, counts) for (day, account), counts in rows.items()],
-        )
+        ids = self._ids
         summary = self.summary
         for (_, account), counts in rows.items():
-            summary.account_ids.add(self._ids[account])
+            summary.account_ids.add(ids[account])
             summary.counted_logins += counts.logins
             summary.legacy_logins += counts.legacy_logins
             summary.plaintext_logins += counts.plaintext_logins
+        # In chunks, each counter dropped once sent: a flush holds its counters and
+        # one chunk's rows, not a second copy of everything.
+        while rows:
+            chunk = [rows.popitem() for _ in range(min(_CHUNK, len(rows)))]
+            await repo.add_days(
+                session, [_row(ids[account], day, counts) for (day, account), counts in chunk]
+            )
 
     async def finish(self) -> IngestSummary:
         """Count the unmapped accounts among those seen; the summary."""
@@ -256,7 +273,9 @@ class Ingester:
         expected = offset
         pending = 0
         reported = offset
-        flush_lines = self.options.flush_lines
+        flush_lines, flush_rows = self.options.flush_lines, self.options.flush_rows
+        aggregator = Aggregator(self.options.accounts)
+        counters = aggregator.rows
         while True:
             raw = handle.readline(MAX_LINE + 1)
             if not raw.endswith(b"\n"):
@@ -273,27 +292,39 @@ class Ingester:
             lines += 1
             pending += 1
             self._feed(raw, clock, joiner)
-            if pending >= flush_lines:
-                expected = await self._flush_file(source_id, expected, offset, lines, joiner, path)
+            if len(joiner.done) >= _DRAIN:
+                self._aggregate(joiner, aggregator)
+            if pending >= flush_lines or len(counters) >= flush_rows:
+                expected = await self._flush_file(
+                    source_id, expected, offset, lines, joiner, aggregator, path
+                )
+                counters = aggregator.rows
                 pending = 0
                 if progress is not None:
                     progress(offset - reported)
                     reported = offset
-        await self._flush_file(source_id, expected, offset, lines, joiner, path)
+        await self._flush_file(source_id, expected, offset, lines, joiner, aggregator, path)
         if progress is not None:
             progress(offset - reported)
 
     async def _flush_file(
-        self, source_id: int, expected: int, offset: int, lines: int, joiner: Joiner, path: Path
+        self,
+        source_id: int,
+        expected: int,
+        offset: int,
+        lines: int,
+        joiner: Joiner,
+        aggregator: Aggregator,
+        path: Path,
     ) -> int:
-        logins = self._completed(joiner, expire=True)
+        self._aggregate(joiner, aggregator)
         async with self.sessions() as session:
             source = await repo.lock_source(session, source_id)
             if source is None or source.offset != expected:
                 raise SourceConflictError(
                     f"{path}: another ingest of this file moved its checkpoint; stopped"
                 )
-            await self._count(session, logins)
+            await self._count(session, aggregator)
             await repo.save_source(
                 session, source, offset=offset, lines=lines, state=joiner.state(), name=str(path)
             )
@@ -333,19 +364,20 @@ class Ingester:
                     self._feed(raw + b"\n", clock, joiner)
                 pending += len(complete)
             due = time.monotonic() - last_flush >= options.flush_seconds
-            if ended or pending >= options.flush_lines or (due and pending):
+            full = pending >= options.flush_lines or len(joiner.done) >= options.flush_rows
+            if ended or full or (due and pending):
                 if ended:
                     if buffer.strip():
                         self._feed(buffer, clock, joiner)
                     joiner.close()
-                await self._flush_stream(joiner, expire=not ended)
+                await self._flush_stream(joiner)
                 pending = 0
                 last_flush = time.monotonic()
             elif due:
                 last_flush = time.monotonic()
 
-    async def _flush_stream(self, joiner: Joiner, *, expire: bool) -> None:
-        logins = self._completed(joiner, expire=expire)
+    async def _flush_stream(self, joiner: Joiner) -> None:
+        logins = self._completed(joiner)
         unique: dict[tuple[dt.date, bytes], Connection] = {}
         for c in logins:
             key = (c.time.date(), c.key)
@@ -356,5 +388,9 @@ class Ingester:
         async with self.sessions() as session:
             new = await repo.claim_connections(session, list(unique))
             self.summary.duplicates += len(unique) - len(new)
-            await self._count(session, [c for k, c in unique.items() if k in new])
+            aggregator = Aggregator(self.options.accounts)
+            for k, c in unique.items():
+                if k in new:
+                    aggregator.add(c)
+            await self._count(session, aggregator)
             await session.commit()

@@ -7,7 +7,11 @@ established`` (before any queue id exists) → ``QUEUEID: client=…, sasl_usern
 per accepted message) → ``disconnect from … auth=1``. smtpd serves one connection at a
 time, so (host, syslog tag, pid) joins them; the connection is complete at
 ``disconnect``, or when the same process logs ``connect`` again (the disconnect was
-lost), or when it is evicted as the oldest of more than ``max_open`` open ones.
+lost), or when it is evicted as the oldest of more than ``max_open`` open ones, or when
+a Postfix event more than ``horizon`` (an hour) later than its start has been read (a
+lost disconnect must not keep it open for ever). All of these depend on the events
+alone, never on when the caller takes :attr:`Joiner.done`, so the counts do not depend
+on where an ingest flushes.
 
 A connection's ``key`` identifies it in any replay of the same log lines (Dovecot: its
 session id; Postfix: process and connect time, with a count of the connections the
@@ -24,10 +28,12 @@ from typing import Any
 
 from fleet.logs.parser import DovecotLogin, DovecotNoLogin, Event, PostfixEvent, Transport
 
-__all__ = ["MAX_OPEN", "Connection", "Joiner"]
+__all__ = ["MAX_OPEN", "OPEN_HORIZON", "Connection", "Joiner"]
 
 #: Open Postfix connections kept at most (the oldest is completed when one more opens).
 MAX_OPEN = 10_000
+#: An open Postfix connection older than this (log time) is completed.
+OPEN_HORIZON = dt.timedelta(hours=1)
 _SEQUENCES = 50_000
 
 
@@ -104,8 +110,9 @@ class _Open:
 class Joiner:
     """Feed events in log order; completed connections collect in :attr:`done`."""
 
-    def __init__(self, max_open: int = MAX_OPEN) -> None:
+    def __init__(self, max_open: int = MAX_OPEN, horizon: dt.timedelta = OPEN_HORIZON) -> None:
         self.max_open = max_open
+        self.horizon = horizon
         self.done: list[Connection] = []
         self.evicted = 0
         self._open: OrderedDict[tuple[str, str, int], _Open] = OrderedDict()
@@ -201,9 +208,14 @@ class Joiner:
             self._complete(process, state)
 
     def _postfix(self, event: PostfixEvent) -> None:
-        process = event.process
+        self._join(event)
         if self._latest is None or event.time > self._latest:
             self._latest = event.time
+            if self._open and next(iter(self._open.values())).time < event.time - self.horizon:
+                self.expire(self.horizon)
+
+    def _join(self, event: PostfixEvent) -> None:
+        process = event.process
         state = self._open.get(process)
         if event.kind == "connect":
             if state is not None:  # its disconnect was lost

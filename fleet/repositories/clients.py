@@ -15,13 +15,14 @@ The findings, derived from the counters in the window (not stored):
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, func, or_, select, text
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.db.models import (
@@ -92,53 +93,143 @@ async def upsert_accounts(
     return {account: int(id_) for account, id_ in rows.all()}
 
 
-def _add_days_statement() -> Any:
-    table = table_of(MailClientDay)
-    statement = insert(table)
-    new = statement.excluded
-    c = table.c
+#: ``mail_client_days`` columns after the key, in the order of :data:`_WRITE_DAYS`.
+_DAY_COLUMNS = (
+    "logins",
+    "legacy_logins",
+    "plaintext_logins",
+    "unknown_logins",
+    "protocols",
+    "ciphers",
+    "mechanisms",
+    "services",
+    "client_ips",
+    "client_ips_other",
+    "first_seen",
+    "last_seen",
+    "legacy_first",
+    "legacy_last",
+    "plaintext_first",
+    "plaintext_last",
+)
+#: The counter maps and how many keys each keeps.
+_MAPS = {
+    "protocols": _MAX_KEYS,
+    "ciphers": _MAX_KEYS,
+    "mechanisms": _MAX_KEYS,
+    "services": _MAX_KEYS,
+    "client_ips": MAX_CLIENT_IPS,
+}
+#: Serialises the writers of ``mail_client_days`` (a transaction-level advisory lock):
+#: the maps of a stored row are read, merged here and written back, so two ingests
+#: must not interleave between the read and the write.
+_DAYS_LOCK = 0x746C_7366_6461_7973  # "tlsfdays"
 
-    def counts(name: str, keep: int = _MAX_KEYS) -> ColumnElement[Any]:
-        return func.tlsfleet_add_counts(c[name], new[name], keep, type_=JSONB)
+_LOCK_DAYS = text("SELECT pg_advisory_xact_lock(:key)")
+# Keys and rows travel as one JSON document each: encoding and decoding it is one C
+# call on either side, where array parameters cost a Python call per element.
+_STORED_MAPS = text(
+    "SELECT json_agg(json_build_array(account_id, day, "
+    + ", ".join(_MAPS)
+    + "))::text FROM (SELECT d.* FROM mail_client_days AS d"
+    " JOIN (SELECT (k->>0)::integer AS account_id, (k->>1)::date AS day"
+    " FROM json_array_elements(CAST(:keys AS json)) AS k) AS k"
+    " ON d.account_id = k.account_id AND d.day = k.day"
+    " FOR UPDATE OF d) AS d"
+)
 
-    merged_ips = counts("client_ips", MAX_CLIENT_IPS)
-    return statement.on_conflict_do_update(
-        index_elements=[c.account_id, c.day],
-        set_={
-            "logins": c.logins + new.logins,
-            "legacy_logins": c.legacy_logins + new.legacy_logins,
-            "plaintext_logins": c.plaintext_logins + new.plaintext_logins,
-            "unknown_logins": c.unknown_logins + new.unknown_logins,
-            "protocols": counts("protocols"),
-            "ciphers": counts("ciphers"),
-            "mechanisms": counts("mechanisms"),
-            "services": counts("services"),
-            "client_ips": merged_ips,
-            # Whatever the merged map dropped joins the "other" count.
-            "client_ips_other": c.client_ips_other
-            + new.client_ips_other
-            + func.tlsfleet_sum_counts(c.client_ips)
-            + func.tlsfleet_sum_counts(new.client_ips)
-            - func.tlsfleet_sum_counts(merged_ips),
-            "first_seen": func.least(c.first_seen, new.first_seen),
-            "last_seen": func.greatest(c.last_seen, new.last_seen),
-            "legacy_first": func.least(c.legacy_first, new.legacy_first),
-            "legacy_last": func.greatest(c.legacy_last, new.legacy_last),
-            "plaintext_first": func.least(c.plaintext_first, new.plaintext_first),
-            "plaintext_last": func.greatest(c.plaintext_last, new.plaintext_last),
-        },
+
+def _write_days_statement() -> Any:
+    types = dict.fromkeys(_DAY_COLUMNS, "integer") | dict.fromkeys(_MAPS, "jsonb")
+    types |= dict.fromkeys(_DAY_COLUMNS[10:], "timestamptz")
+    values = ["(r->>0)::integer", "(r->>1)::date"] + [
+        f"(r->{n})::jsonb" if types[c] == "jsonb" else f"(r->>{n})::{types[c]}"
+        for n, c in enumerate(_DAY_COLUMNS, start=2)
+    ]
+    merged = {c: f"d.{c} + EXCLUDED.{c}" for c in _DAY_COLUMNS[:4]}
+    merged |= {c: f"EXCLUDED.{c}" for c in _MAPS}  # merged before, under the lock
+    merged["client_ips_other"] = "d.client_ips_other + EXCLUDED.client_ips_other"
+    merged |= {c: f"least(d.{c}, EXCLUDED.{c})" for c in _DAY_COLUMNS[10::2]}
+    merged |= {c: f"greatest(d.{c}, EXCLUDED.{c})" for c in _DAY_COLUMNS[11::2]}
+    return text(
+        "INSERT INTO mail_client_days AS d (account_id, day, "
+        + ", ".join(_DAY_COLUMNS)
+        + ") SELECT "
+        + ", ".join(values)
+        + " FROM json_array_elements(CAST(:rows AS json)) AS r"
+        " ON CONFLICT (account_id, day) DO UPDATE SET "
+        + ", ".join(f"{c} = {merged[c]}" for c in _DAY_COLUMNS)
     )
 
 
-_ADD_DAYS = _add_days_statement()
+_WRITE_DAYS = _write_days_statement()
+
+
+def _add_counts(into: dict[str, int], new: Mapping[str, int], keep: int) -> int:
+    """Add ``new``'s counts to ``into``, in ``new``'s order; a key not in ``into`` joins
+    while it has fewer than ``keep``. The sum of the counts that did not fit."""
+    dropped = 0
+    for key, n in new.items():
+        if key in into:
+            into[key] += n
+        elif len(into) < keep:
+            into[key] = n
+        else:
+            dropped += n
+    return dropped
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 async def add_days(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Add per-(account, day) counters (``mail_client_days`` columns) to the stored
-    ones: one executemany, rows sorted by key (concurrent ingests lock in one order)."""
-    if rows:
-        ordered = sorted(rows, key=lambda r: (r["account_id"], r["day"]))
-        await session.execute(_ADD_DAYS, ordered)
+    """Add per-(account, day) counters (``mail_client_days`` columns; one row per key)
+    to the stored ones, in three statements however many rows: lock, read the maps of
+    the rows already stored (``FOR UPDATE``), write every row (``ON CONFLICT DO UPDATE``
+    adds the counts, keeps the earliest and latest times, and takes the maps merged
+    here). A map keeps the keys it has and takes new ones in the given order while
+    there is room (first come, first kept: adding counts in any number of steps gives
+    the same maps as adding them at once). A row's ``client_ips`` may name more than
+    :data:`MAX_CLIENT_IPS` addresses, first seen first; logins from those that find no
+    room are counted in ``client_ips_other``."""
+    if not rows:
+        return
+    await session.execute(_LOCK_DAYS, {"key": _DAYS_LOCK})
+    keys = [(r["account_id"], r["day"].isoformat()) for r in rows]
+    found = await session.scalar(_STORED_MAPS, {"keys": json.dumps(keys)})
+    stored = {(s[0], s[1]): s[2:] for s in json.loads(found)} if found else {}
+    payload = []
+    for key, row in zip(keys, rows, strict=True):
+        other = row["client_ips_other"]
+        maps = []
+        old = stored.get(key)
+        for n, (name, keep) in enumerate(_MAPS.items()):
+            counts = row[name]
+            if old is not None:
+                dropped = _add_counts(old[n], counts, keep)
+                counts = old[n]
+            elif len(counts) > keep:
+                counts = {}
+                dropped = _add_counts(counts, row[name], keep)
+            else:
+                dropped = 0
+            if name == "client_ips":
+                other += dropped
+            maps.append(counts)
+        payload.append(
+            [
+                *key,
+                row["logins"],
+                row["legacy_logins"],
+                row["plaintext_logins"],
+                row["unknown_logins"],
+                *maps,
+                other,
+                *(_iso(row[c]) for c in _DAY_COLUMNS[10:]),
+            ]
+        )
+    await session.execute(_WRITE_DAYS, {"rows": json.dumps(payload)})
 
 
 async def open_source(session: AsyncSession, identity: str, name: str) -> LogSource:

@@ -8,6 +8,7 @@ nothing twice; a file that grew is read on from its checkpoint."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet.db.models import AccountManager, Customer, Domain, MailAccount, MailClientDay
+from fleet.db.models import (
+    AccountManager,
+    Customer,
+    Domain,
+    LogSeenConnection,
+    LogSource,
+    MailAccount,
+    MailClientDay,
+)
+from fleet.logs import ingest
 from fleet.logs.ingest import Ingester, IngestOptions, IngestSummary
 from fleet.notices import ClientAccountView
 from fleet.repositories import clients as repo
@@ -374,3 +384,172 @@ async def test_a_stream_piped_twice_counts_once(
     assert set(stored) == set(EXPECTED)
     for account in ("bob@alpha.test", "carol@beta.test", "dave@beta.test"):
         assert stored[account] == EXPECTED[account]
+
+
+# -- batching ---------------------------------------------------------------------------
+
+MIXED_START = dt.datetime(2026, 11, 20, 22, 0, tzinfo=dt.UTC)
+
+
+def _mixed_log(path: Path) -> None:
+    """A log of every kind of line, over two UTC midnights: Postfix connections of 12
+    processes interleaved (TLS 1.0–1.3 and none, a message with the SASL user, an AUTH
+    without one, no login), Dovecot logins over TLS 1.0–1.3, without TLS and from a
+    trusted network, failed logins, other programs and a malformed line; one account
+    logs in from 30 addresses a day, in an order where the first 20 matter."""
+    rng = random.Random(9)
+    accounts = [f"u{n}@{'alpha' if n % 2 else 'beta'}.test" for n in range(12)]  # u0@beta.test
+    versions = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", None)
+    lines: list[str] = []
+    moment = MIXED_START
+    smtpd: dict[int, list[str]] = {}
+    for n in range(1_500):
+        moment += dt.timedelta(seconds=rng.randrange(1, 200))
+        stamp = moment.isoformat()
+        account = accounts[0] if rng.random() < 0.3 else rng.choice(accounts)
+        version = rng.choice(versions)
+        # u0 roams over 30 addresses; the others stay within three
+        ip = (
+            f"198.51.100.{rng.randrange(30)}"
+            if account == "u0@beta.test"
+            else (f"203.0.113.{rng.randrange(3)}")
+        )
+        kind = rng.random()
+        if kind < 0.5:
+            pid = rng.randrange(2000, 2012)
+            prefix = f"{stamp} mx1 postfix/submission/smtpd[{pid}]: "
+            pending = smtpd.get(pid)
+            if pending:
+                lines.append(prefix + pending.pop(0))
+                if not pending:
+                    del smtpd[pid]
+                continue
+            host = f"client.example[{ip}]"
+            steps = []
+            if version is not None:
+                steps.append(
+                    f"Anonymous TLS connection established from {host}: {version} with "
+                    f"cipher AES{n % 3} (256/256 bits)"
+                )
+            auth = rng.random()
+            if auth < 0.7:
+                steps.append(
+                    f"{rng.getrandbits(40):010X}: client={host}, sasl_method=PLAIN, "
+                    f"sasl_username={account}"
+                )
+            steps.append(f"disconnect from {host} ehlo=1 auth={int(auth < 0.85)} quit=1")
+            smtpd[pid] = steps
+            lines.append(prefix + f"connect from {host}")
+        elif kind < 0.9:
+            service = rng.choice(("imap", "pop3"))
+            prefix = f"{stamp} mx1 dovecot: {service}-login: "
+            session = f"{rng.getrandbits(48):012x}"
+            r = rng.random()
+            if r < 0.75:
+                marker = (
+                    ", secured"
+                    if r < 0.05
+                    else ""
+                    if version is None
+                    else f", TLS, {version} with cipher AES{n % 3} (256/256 bits)"
+                )
+                lines.append(
+                    prefix + f"Login: user=<{account}>, method={rng.choice(('PLAIN', 'LOGIN'))}, "
+                    f"rip={ip}, lip=192.0.2.1, mpid={n}{marker}, session=<{session}>"
+                )
+            else:
+                lines.append(
+                    prefix + "Disconnected (auth failed, 1 attempts in 2 secs): "
+                    f"user=<{account}>, method=PLAIN, rip={ip}, lip=192.0.2.1, TLS, "
+                    f"session=<{session}>"
+                )
+        elif kind < 0.99:
+            lines.append(f"{stamp} mx1 CRON[{n}]: (root) CMD (run-parts)")
+        else:
+            lines.append(f"{stamp} mx1 dovecot: imap-login: Login: user=<broken")
+    # The connections still open end (a stream completes them at its end, a file keeps
+    # them open in its checkpoint)
+    for pid, steps in smtpd.items():
+        lines.extend(
+            f"{moment.isoformat()} mx1 postfix/submission/smtpd[{pid}]: {step}" for step in steps
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def _all_days(sessions: async_sessionmaker[AsyncSession]) -> dict[tuple[str, Any], Any]:
+    """Every stored (account, day) row, every column."""
+    async with sessions() as session:
+        result = await session.execute(
+            select(MailAccount.account, MailClientDay).join(
+                MailClientDay, MailClientDay.account_id == MailAccount.id
+            )
+        )
+        columns = [c.key for c in MailClientDay.__table__.columns if c.key != "account_id"]
+        return {
+            (account, day.day): {c: getattr(day, c) for c in columns}
+            for account, day in result.all()
+        }
+
+
+async def _forget(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        for model in (LogSource, MailClientDay, MailAccount, LogSeenConnection):
+            await session.execute(delete(model))
+        await session.commit()
+
+
+async def test_the_counts_do_not_depend_on_where_flushes_fall(
+    tmp_path: Path,
+    session_factory: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a mixed log
+    path = tmp_path / "mail.log"
+    _mixed_log(path)
+
+    # When it is ingested from scratch, flushing after every line, every 7 lines, once
+    # at the end, whenever 3 (day, account) counters are held, and written in chunks
+    # of 4 rows; and once as a stream flushed every 5 lines
+    results = []
+    for options, chunk in (
+        ({"flush_lines": 1}, None),
+        ({"flush_lines": 7}, None),
+        ({"flush_lines": 10_000}, None),
+        ({"flush_lines": 10_000, "flush_rows": 3}, None),
+        ({"flush_lines": 10_000}, 4),
+    ):
+        if chunk is not None:
+            monkeypatch.setattr(ingest, "_CHUNK", chunk)
+        ingested = await _ingest_file(session_factory, path, **options)
+        results.append((ingested.to_dict(), await _all_days(session_factory)))
+        monkeypatch.undo()
+        await _forget(session_factory)
+    stream = Ingester(session_factory, IngestOptions(flush_lines=5))
+    with path.open("rb") as handle:
+        await stream.ingest_stream(handle.fileno())
+    streamed = await _all_days(session_factory)
+
+    # Then every stored column and every summary figure is the same
+    summary, stored = results[0]
+    assert summary["malformed"] > 0
+    assert summary["counted_logins"] > 500
+    assert len({d for _, d in stored}) == 3  # the log spans two midnights
+    for other_summary, other_stored in results[1:]:
+        assert other_summary == summary
+        assert other_stored == stored
+    assert streamed == stored
+    # And the roaming account keeps at most 20 addresses a day, the others counted
+    roaming = [day for (account, _), day in stored.items() if account == "u0@beta.test"]
+    assert max(len(day["client_ips"]) for day in roaming) == 20
+    assert any(day["client_ips_other"] for day in roaming)
+    for day in roaming:
+        assert len(day["client_ips"]) <= 20
+        assert sum(day["client_ips"].values()) + day["client_ips_other"] == day["logins"]
+
+
+async def _ingest_file(
+    sessions: async_sessionmaker[AsyncSession], path: Path, **options: Any
+) -> IngestSummary:
+    ingester = Ingester(sessions, IngestOptions(**options))
+    await ingester.ingest_file(path)
+    return await ingester.finish()

@@ -142,11 +142,21 @@ async def session(_rollback_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 
 async def _truncate_all(engine: AsyncEngine) -> None:
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    """Empty every table and restart every sequence, as ``TRUNCATE … RESTART IDENTITY``
+    would. DELETE, children first, instead: a test leaves a handful of rows, and
+    TRUNCATE of 25 tables (new files for each, at commit) cost about 190 ms per test,
+    DELETE about 7 ms."""
     async with engine.begin() as connection:
-        # A worker left idle in a transaction would block TRUNCATE forever: fail instead.
+        # A worker left idle in a transaction would block this forever: fail instead.
         await connection.execute(text("SET LOCAL lock_timeout = '15s'"))
-        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        for table in reversed(Base.metadata.sorted_tables):
+            await connection.execute(text(f'DELETE FROM "{table.name}"'))
+        await connection.execute(
+            text(
+                "SELECT setval(format('%I.%I', schemaname, sequencename), 1, false) "
+                "FROM pg_sequences WHERE schemaname = current_schema()"
+            )
+        )
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ helm itself is not installed on the project's machines: ``helm-template`` (built
 the shared tools, see its README) renders a chart the way ``helm template`` does,
 values.schema.json included. Where it is found, in order: ``$TLSFLEET_HELM_TEMPLATE``,
 ``helm-template`` on PATH, then ``shared/bin/helm-template`` in the folder holding the
-repository or any folder above it (where the shared tools live beside checkouts).
+repository or any folder above it (where the shared tools live beside checkouts), then
+``shared/bin/helm-template`` one or two folders below the file system's root.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def renderer() -> Path:
     if on_path:
         candidates.append(Path(on_path))
     candidates += [folder / "shared" / "bin" / "helm-template" for folder in REPO.parents]
+    # A checkout elsewhere (a CI clone in a temporary folder) on a machine that has the
+    # shared tools one or two levels below the root.
+    candidates += sorted(Path("/").glob("*/shared/bin/helm-template"))
+    candidates += sorted(Path("/").glob("*/*/shared/bin/helm-template"))
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate

@@ -21,8 +21,11 @@ needs.
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 from typing import Any, Literal
 
+from arq.constants import in_progress_key_prefix
 from arq.cron import cron
 from arq.worker import Worker, func
 
@@ -46,6 +49,47 @@ __all__ = [
 #: The reconciler's cron entry (named apart from the job the workers enqueue at start-up,
 #: so that arq treats the two separately).
 RECONCILE_CRON = f"cron:{JobName.RECONCILE}"
+
+
+_log = logging.getLogger(__name__)
+
+
+class _Worker(Worker):
+    """arq's worker with a shutdown that survives jobs cancelled between steps.
+
+    On SIGTERM arq cancels the running jobs. A job cancelled inside its function is
+    put back in the queue; one cancelled in the steps around it (our ``on_job_start``
+    and ``after_job_end`` hooks, arq's own Redis round trips) lets ``CancelledError``
+    out of its task, and arq's ``close`` then raised it: the worker exited 1 without
+    running its shutdown, and the job stayed marked as running until the mark expired
+    (the job timeout plus 10 s). Here such jobs lose their mark at once, so the next
+    worker runs them again (jobs are idempotent), and the shutdown runs in any case.
+    """
+
+    async def close(self) -> None:
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        running = dict(self.tasks)
+        outcomes = await asyncio.gather(*running.values(), return_exceptions=True)
+        interrupted = [
+            job_id
+            for job_id, outcome in zip(running, outcomes, strict=True)
+            if isinstance(outcome, BaseException)
+        ]
+        self.tasks.clear()
+        if interrupted:
+            _log.info(
+                "jobs stopped between steps (run again unless they had finished): %s",
+                ", ".join(interrupted),
+            )
+            await self.pool.delete(*(in_progress_key_prefix + job_id for job_id in interrupted))
+        await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
 
 
 #: ``all``: jobs and the cron schedule (the default worker); ``worker``: jobs only
@@ -133,7 +177,7 @@ def worker_settings(config: WorkerConfig, role: Role = "all") -> dict[str, Any]:
 def create_worker(config: WorkerConfig, *, role: Role = "all", **overrides: Any) -> Worker:
     """An arq worker for ``config`` in ``role`` (``burst=True``, ``handle_signals=False``
     … for tests)."""
-    return Worker(**{**worker_settings(config, role), **overrides})
+    return _Worker(**{**worker_settings(config, role), **overrides})
 
 
 def run_worker(config: WorkerConfig, *, burst: bool = False, role: Role = "all") -> None:

@@ -6,7 +6,6 @@ nothing new."""
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -78,9 +77,7 @@ async def _sweep_and_drain(config: WorkerConfig, sessions: async_sessionmaker[As
         async with asyncio.timeout(BOUND):
             await worker.main()
     finally:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-            await worker.close()
+        await worker.close()
     return sweep_id
 
 

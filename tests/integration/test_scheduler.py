@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import warnings
 from collections.abc import AsyncIterator
 
 import pytest
@@ -88,10 +87,7 @@ async def _run(worker: Worker) -> None:
         async with asyncio.timeout(BOUND):
             await worker.main()
     finally:
-        with warnings.catch_warnings():
-            # arq 0.28 closes its pool with redis-py's deprecated close().
-            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-            await worker.close()
+        await worker.close()
 
 
 async def _fire_and_run(worker: Worker) -> int:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -414,9 +413,7 @@ async def test_a_worker_delivers_and_retries_through_the_queue(
         async with asyncio.timeout(BOUND):
             await worker.main()
     finally:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-            await worker.close()
+        await worker.close()
     # then every event was delivered, once per event at the deduping receiver.
     assert [s for s, _ in await _statuses(session_factory)] == ["delivered"] * 3
     assert len(receiver.processed) == 3

@@ -7,7 +7,6 @@ The multi-process and fault tests are in ``test_sweep.py``.
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
@@ -100,10 +99,7 @@ async def run_burst(config: WorkerConfig) -> None:
         async with asyncio.timeout(BOUND):
             await worker.main()
     finally:
-        with warnings.catch_warnings():
-            # arq 0.28 closes its pool with redis-py's deprecated close().
-            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-            await worker.close()
+        await worker.close()
 
 
 async def queued(redis: ArqRedis) -> set[str | None]:

@@ -249,22 +249,24 @@ async def start_nightly(
 DISCOVERIES_IN_FLIGHT = 200
 
 
-async def _discover_one(name: str, resolver: Resolver, slots: asyncio.Semaphore) -> Discovery:
+async def _discover_one(
+    name: str, resolver: Resolver, slots: asyncio.Semaphore, profile: PortProfile
+) -> Discovery:
     try:
         async with slots:
-            return await discover(name, resolver)
+            return await discover(name, resolver, **profile.looks_up)
     except TargetError as exc:  # a name the inventory let through but DNS cannot take
         error = ErrorInfo(kind=exc.kind, phase=exc.phase, message=exc.message)
         return Discovery(domain=name.strip(), status="error", errors=(error,))
 
 
 async def _discover_all(
-    names: Sequence[str], resolver: Resolver, deadline: float
+    names: Sequence[str], resolver: Resolver, deadline: float, profile: PortProfile
 ) -> list[Discovery]:
     """Every domain's discovery; those DNS could not finish by ``deadline`` seconds are
     ``error`` discoveries saying so, so that a sweep goes on (and finishes) regardless."""
     slots = asyncio.Semaphore(DISCOVERIES_IN_FLIGHT)
-    tasks = [asyncio.ensure_future(_discover_one(name, resolver, slots)) for name in names]
+    tasks = [asyncio.ensure_future(_discover_one(name, resolver, slots, profile)) for name in names]
     if not tasks:
         return []
     _, late = await asyncio.wait(tasks, timeout=deadline)
@@ -310,12 +312,11 @@ async def discover_sweep(rt: SweepRuntime, sweep_id: int) -> int:
         domains = await domains_in_scope(session, sweep.scope)
         await session.commit()
 
+    profile = options.profile or PortProfile()
     discoveries = await _discover_all(
-        [d.name for d in domains], rt.new_resolver(), rt.discovery_deadline
+        [d.name for d in domains], rt.new_resolver(), rt.discovery_deadline, profile
     )
-    plan = plan_endpoints(
-        discoveries, options.profile or PortProfile(), allow_private=rt.allow_private
-    )
+    plan = plan_endpoints(discoveries, profile, allow_private=rt.allow_private)
     domain_ids = {_domain_key(d.name): d.id for d in domains}
 
     async with rt.sessions() as session:

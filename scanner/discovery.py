@@ -268,6 +268,12 @@ class PortProfile:
     provider: tuple[str, ...] = _PROVIDER_SERVICES
     web: tuple[str, ...] = ("https",)
 
+    @property
+    def looks_up(self) -> dict[str, bool]:
+        """What :func:`discover` must ask DNS for this profile: no SRV queries when SRV
+        targets are not probed, no apex/``www`` lookups when no web service is."""
+        return {"web": bool(self.web), "srv": self.srv}
+
     def __post_init__(self) -> None:
         # Accept any iterable of strings (or one string), keep tuples: hashable, immutable.
         for name in ("mx", "provider", "web", "provider_hosts"):

@@ -97,16 +97,17 @@ async def scan_domains(
     progress.changed()
 
     slots = asyncio.Semaphore(DISCOVERIES_IN_FLIGHT)
+    profile = profile or PortProfile()
 
     async def discovered(name: str) -> Discovery:
         async with slots:  # thousands at once would stall the loop into DNS timeouts
-            found = await discover(name, resolver)
+            found = await discover(name, resolver, **profile.looks_up)
         progress.discovered += 1
         progress.changed()
         return found
 
     discoveries = await asyncio.gather(*(discovered(n) for n in names))
-    plan = plan_endpoints(discoveries, profile or PortProfile(), allow_private=allow_private)
+    plan = plan_endpoints(discoveries, profile, allow_private=allow_private)
     async for document in _scan_plan(plan, scanner, progress):
         yield document
 

@@ -25,6 +25,7 @@ from fleet.repositories.results import get_result, sweep_results
 from fleet.repositories.sweep_jobs import customer_ids, sweep_certificates, sweep_discoveries
 from fleet.settings import Settings
 from fleet.sweeps import SweepOptions
+from scanner.discovery import PortProfile
 from tests.integration.dnsserver import DnsServer
 from tests.integration.servers import Pki, SmtpServer, TlsProfile, running
 from tests.integration.test_sweep_harness import (
@@ -138,6 +139,33 @@ async def test_a_sweep_runs_from_start_to_diff(
     assert {r.error_kind for r in by_port.values()} == {None}
     # … and each endpoint was scanned once: the servers saw exactly the results' connections
     assert fleet.connections() == sum(r.connections for r in by_port.values())
+    # … and discovery asked DNS only what the profile probes: SRV records, no www host
+    for domain in fleet.domains:
+        assert fleet.dns.count(f"_imaps._tcp.{domain}", "SRV") == 1
+        assert fleet.dns.count(f"www.{domain}") == 0
+
+
+async def test_a_sweep_without_srv_asks_dns_for_no_srv_records(
+    ctx: dict[str, object],
+    config: WorkerConfig,
+    session_factory: async_sessionmaker[AsyncSession],
+    fleet: LocalFleet,
+) -> None:
+    app = context(ctx)
+    # Given a port profile that probes only MX hosts' SMTP (SRV targets not wanted)
+    mx_only = SweepOptions(quick=True, profile=PortProfile(mx=("smtp",), web=(), srv=False))
+    sweep_id = await sweeps.start_sweep(
+        session_factory, app.redis, scope={"all": True}, options=mx_only
+    )
+    # When the sweep runs
+    await run_burst(config)
+    # Then discovery asked for every domain's MX and no SRV record at all
+    assert all(fleet.dns.count(domain, "MX") == 1 for domain in fleet.domains)
+    assert not [key for key in fleet.dns.queries if key[1] == "SRV"]
+    async with session_factory() as session:
+        sweep = await sweep_repo.get_sweep(session, sweep_id)
+    assert sweep is not None
+    assert sweep.status == "done"
 
 
 async def test_a_second_sweep_diffs_against_the_first(

@@ -59,6 +59,30 @@ _REDIS_CLAIM_TTL = 6 * 3600
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 
+#: Test modules that share a resource and so must run in one test process, one after
+#: the other: the demo fleet binds fixed ports on 127.77.x.x.
+SHARED_SCOPES = {
+    "tests/integration/test_demo.py": "demo fleet",
+    "tests/integration/test_demo_fleet.py": "demo fleet",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With several test processes (``./dev test``: pytest-xdist), each module runs in
+    one process and in file order, as it does without xdist; the modules of a
+    :data:`SHARED_SCOPES` entry run in one process together. (xdist's own
+    ``--dist=loadgroup`` marks do nothing on pytest 9.2, whose node ids xdist 3.8 can
+    no longer rewrite.)"""
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # untyped base
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_SCOPES.get(module, module)
+
+    return ModuleScheduling(config, log)
+
+
 def _pg_answers(url: str) -> bool:
     try:
         with psycopg.connect(sync_url(url), connect_timeout=2) as connection:

@@ -411,7 +411,9 @@ def _wait_for_log(path: Path, *needles: str, timeout: float = 5.0) -> str:
 
 
 def test_logs_record_logins_and_tls_details(daemon_fleet: DaemonFleet) -> None:
-    # Given a login on legacy IMAPS at TLS 1.0 and an SMTP session at TLS 1.1
+    # Given a login on legacy IMAPS at TLS 1.0, an SMTP session at TLS 1.1 and an HTTPS
+    # request at TLS 1.0 (this test's own: the others may run in another test process,
+    # against another daemon fleet)
     source = daemon_fleet.client_address
     imaps = daemon_fleet.endpoint("legacy", "imaps")
     with EndpointIMAP4(imaps, source, tls=tls_context(daemon_fleet.ca_file, "TLSv1")) as imap:
@@ -421,6 +423,11 @@ def test_logs_record_logins_and_tls_details(daemon_fleet: DaemonFleet) -> None:
         submissions, source, tls=tls_context(daemon_fleet.ca_file, "TLSv1.1")
     ) as smtp:
         smtp.ehlo()
+    https = daemon_fleet.endpoint("legacy", "https")
+    with tls_session(daemon_fleet, https, tls_context(daemon_fleet.ca_file, "TLSv1")) as sock:
+        sock.sendall(f"GET /logged HTTP/1.0\r\nHost: {https.hostname}\r\n\r\n".encode())
+        while sock.recv(4096):
+            pass
 
     # Then the logs in log_dir say who logged in, from where, and with which TLS
     logs = Path(daemon_fleet.log_dir)
@@ -431,7 +438,7 @@ def test_logs_record_logins_and_tls_details(daemon_fleet: DaemonFleet) -> None:
         "TLSv1 with cipher",
     )
     _wait_for_log(logs / "postfix-legacy.log", "TLS connection established", "TLSv1.1")
-    _wait_for_log(logs / "nginx-legacy-access.log", "TLSv1")
+    _wait_for_log(logs / "nginx-legacy-access.log", '"GET /logged HTTP/1.0"', " TLSv1 ")
 
 
 def test_missing_binaries_fail_with_the_install_hint() -> None:

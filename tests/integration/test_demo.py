@@ -30,9 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet.demo.fleet import CUSTOMERS, DOMAINS, DemoDomain, DemoHost, endpoints_of
 
-#: The demo fleet binds fixed ports on 127.77.x.x: its tests run in one test process.
-pytestmark = pytest.mark.xdist_group("demo")
-
 BOUND = 110.0
 
 #: Services with a plaintext phase before STARTTLS.

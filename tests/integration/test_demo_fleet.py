@@ -31,9 +31,6 @@ from scanner.engine import Scanner, ScanOptions
 from scanner.models import Target
 from scanner.services import service_named
 
-#: The demo fleet binds fixed ports on 127.77.x.x: its tests run in one test process.
-pytestmark = pytest.mark.xdist_group("demo")
-
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[RunningFleet]:

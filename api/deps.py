@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import ACCOUNT_MANAGER, READERS, WRITERS, Principal
 from api.errors import Forbidden, Unauthorized
 from api.runtime import ApiRuntime
+from api.throttle import AuthThrottle
 from fleet.repositories import apikeys
 from fleet.settings import Settings
 
@@ -45,15 +46,27 @@ _bearer = HTTPBearer(auto_error=False, description="an API key: tlsf_<prefix>_<s
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tlsfleet"'}
 
 
+def client_address(request: Request) -> str | None:
+    """The caller's address (the proxy's, unless uvicorn trusts its forwarded headers)."""
+    return request.client.host if request.client is not None else None
+
+
 async def get_principal(
+    request: Request,
     session: SessionDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller's key; 401 without one, or for an unknown or revoked one."""
+    """The caller's key; 401 without one, or for an unknown or revoked one; 429 for an
+    address that sent too many unknown keys (api/throttle.py)."""
     if credentials is None:
         raise Unauthorized("send an API key: 'Authorization: Bearer <key>'", headers=_CHALLENGE)
+    throttle, client = AuthThrottle.from_settings(settings), client_address(request)
+    await throttle.check(runtime, client)
     key = await apikeys.authenticate(session, credentials.credentials)
     if key is None:
+        await throttle.failed(runtime, client)
         raise Unauthorized("the API key is unknown or revoked", headers=_CHALLENGE)
     return Principal(key.id, key.prefix, key.role, key.account_manager_id)
 

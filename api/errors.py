@@ -49,6 +49,7 @@ _TITLES = {
     409: "Conflict",
     413: "Content too large",
     422: "Unprocessable content",
+    429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -61,6 +62,7 @@ _SLUGS = {
     409: "conflict",
     413: "too-large",
     422: "invalid",
+    429: "too-many-requests",
     500: "internal",
     503: "unavailable",
 }
@@ -108,6 +110,10 @@ class BatchTooLarge(ApiError):
 
 class Invalid(ApiError):
     status = 422
+
+
+class TooManyRequests(ApiError):
+    status = 429
 
 
 class Unavailable(ApiError):

@@ -101,6 +101,15 @@ class Settings(BaseSettings):
         le=366,
         description="days of mail-log telemetry behind the legacy-client findings",
     )
+    auth_failure_limit: int = Field(
+        default=20,
+        ge=0,
+        description="failed API keys (API and dashboard log-in) one client address may "
+        "send per auth_failure_window before it gets 429; 0: no limit",
+    )
+    auth_failure_window: int = Field(
+        default=600, ge=1, le=86400, description="seconds the failed-key count of an address lasts"
+    )
     dashboard_session_hours: float = Field(
         default=12.0, gt=0, le=720, description="hours a log-in to the dashboard lasts"
     )

@@ -20,13 +20,14 @@ from starlette.responses import RedirectResponse, Response
 from api.auth import READERS, Principal
 from api.dashboard import session as auth
 from api.dashboard.render import PageError, page
-from api.deps import RuntimeDep, SessionDep, SettingsDep
-from api.errors import Invalid, NotFound
+from api.deps import RuntimeDep, SessionDep, SettingsDep, client_address
+from api.errors import Invalid, NotFound, TooManyRequests
 from api.routes import clients as client_routes
 from api.routes import results as results_routes
 from api.schemas.clients import ClientKind, ImpactRead
 from api.schemas.common import IdPath
 from api.schemas.results import StatsRead, TrendRead
+from api.throttle import AuthThrottle
 from fleet.db.models import Notice
 from fleet.notices import ClientAccountView
 from fleet.repositories import apikeys
@@ -110,24 +111,41 @@ async def login_page(request: Request) -> Response:
     return response
 
 
+def _login_again(
+    request: Request,
+    target: str,
+    error: str,
+    status: int,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The log-in form again, saying what went wrong (a fresh form token)."""
+    token = auth.new_login_token()
+    response = page(
+        request, "login.html.j2", {"csrf": token, "next": target, "error": error}, status=status
+    )
+    response.headers.update(headers or {})
+    auth.set_cookie(request, response, auth.LOGIN_COOKIE, token, _LOGIN_TOKEN_SECONDS)
+    return response
+
+
 @router.post("/login")
-async def login(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+async def login(
+    request: Request, session: SessionDep, settings: SettingsDep, runtime: RuntimeDep
+) -> Response:
     """Check the key; open a session and go on, or show the form again (401)."""
     fields = await auth.form(request)
     auth.check_csrf(request.cookies.get(auth.LOGIN_COOKIE), fields.get("csrf"))
     target = auth.safe_next(fields.get("next"))
+    throttle, client = AuthThrottle.from_settings(settings), client_address(request)
+    try:
+        await throttle.check(runtime, client)
+    except TooManyRequests as refused:
+        return _login_again(request, target, refused.detail, 429, refused.headers)
     key = await apikeys.authenticate(session, fields.get("key", "").strip())
-    response: Response
     if key is None:
-        token = auth.new_login_token()
-        response = page(
-            request,
-            "login.html.j2",
-            {"csrf": token, "next": target, "error": "That key is unknown or revoked."},
-            status=401,
-        )
-        auth.set_cookie(request, response, auth.LOGIN_COOKIE, token, _LOGIN_TOKEN_SECONDS)
-        return response
+        await throttle.failed(runtime, client)
+        return _login_again(request, target, "That key is unknown or revoked.", 401)
+    response: Response
     lifetime = dt.timedelta(hours=settings.dashboard_session_hours)
     opened = await repo.open_session(session, key.id, lifetime=lifetime)
     await session.commit()

@@ -20,7 +20,7 @@ from fleet.repositories.inventory import get_manager
 
 KEY_COLUMNS = schema_columns(ApiKeyRead)
 
-router = APIRouter(prefix="/v1/apikeys", tags=["API keys"], responses=problems(401, 403, 422))
+router = APIRouter(prefix="/v1/apikeys", tags=["API keys"], responses=problems(401, 429, 403, 422))
 log = logging.getLogger(__name__)
 
 

@@ -25,7 +25,7 @@ from fleet.repositories import inventory
 
 ACCOUNT_COLUMNS = schema_columns(ClientAccountRead)
 
-router = APIRouter(prefix="/v1", tags=["clients"], responses=problems(401, 403, 422))
+router = APIRouter(prefix="/v1", tags=["clients"], responses=problems(401, 429, 403, 422))
 
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 DaysQuery = Annotated[

@@ -42,7 +42,7 @@ from fleet.repositories.inventory import InventoryModel, upsert_inventory
 from scanner.discovery import normalise_domain
 from scanner.errors import TargetError
 
-router = APIRouter(prefix="/v1", tags=["inventory"], responses=problems(401, 403, 422))
+router = APIRouter(prefix="/v1", tags=["inventory"], responses=problems(401, 429, 403, 422))
 
 
 def _email(value: str) -> str:

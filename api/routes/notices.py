@@ -44,7 +44,7 @@ from fleet.settings import Settings
 NOTICE_COLUMNS = schema_columns(NoticeRead)
 FINDING_COLUMNS = schema_columns(FindingRead)
 
-router = APIRouter(prefix="/v1", tags=["notices"], responses=problems(401, 403, 422))
+router = APIRouter(prefix="/v1", tags=["notices"], responses=problems(401, 429, 403, 422))
 log = logging.getLogger(__name__)
 
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]

@@ -40,7 +40,9 @@ from fleet.repositories import reports
 from fleet.repositories.reports import CERT_STATUSES, PROTOCOL_FLAGS, LatestRow, ResultFilter
 from policy import RULES_VERSION, assess, customer_rollup
 
-router = APIRouter(prefix="/v1", tags=["results and statistics"], responses=problems(401, 403, 422))
+router = APIRouter(
+    prefix="/v1", tags=["results and statistics"], responses=problems(401, 429, 403, 422)
+)
 
 # "TLSv1.0", "tls1.0", "tls10", "TLS1_0" … → the flag column.
 _PROTOCOL_NAMES = {

@@ -48,7 +48,9 @@ from scanner.errors import TargetError
 SWEEP_COLUMNS = schema_columns(SweepRead)
 HISTORY_COLUMNS = schema_columns(EndpointHistoryRead)
 
-router = APIRouter(prefix="/v1", tags=["sweeps and results"], responses=problems(401, 403, 422))
+router = APIRouter(
+    prefix="/v1", tags=["sweeps and results"], responses=problems(401, 429, 403, 422)
+)
 log = logging.getLogger(__name__)
 
 

@@ -39,7 +39,7 @@ from fleet.webhooks import TargetRefused, check_target
 SUBSCRIPTION_COLUMNS = schema_columns(SubscriptionRead)
 DELIVERY_COLUMNS = schema_columns(DeliveryRead)
 
-router = APIRouter(prefix="/v1", tags=["webhooks"], responses=problems(401, 403, 422))
+router = APIRouter(prefix="/v1", tags=["webhooks"], responses=problems(401, 429, 403, 422))
 log = logging.getLogger(__name__)
 
 

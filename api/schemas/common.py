@@ -79,6 +79,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "conflicts with existing data",
         413: "request body or batch too large",
         422: "the request is invalid",
+        429: "too many failed API keys from this address (see Retry-After)",
         503: "a service the API needs is not reachable",
     }
     return {

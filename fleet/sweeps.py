@@ -54,7 +54,7 @@ from scanner.discovery import PortProfile, discover, normalise_domain, plan_endp
 from scanner.dns import Resolver
 from scanner.engine import Scanner, ScanOptions
 from scanner.errors import TargetError
-from scanner.models import CertificateInfo, Discovery, EndpointResult, ErrorInfo
+from scanner.models import CertificateInfo, Discovery, EndpointResult, ErrorInfo, Target
 from scanner.net import ConnectionLimiter
 
 __all__ = [
@@ -360,6 +360,24 @@ def _stash_key(sweep_id: int, endpoint_id: int) -> str:
     return f"tlsfleet:stash:{jobs.scan_job_id(sweep_id, endpoint_id)}"
 
 
+#: Further names' certificates of one endpoint fetched at once (a web host serves a
+#: hundred names and more); the per-IP limit still bounds the connections.
+CERTIFICATES_IN_FLIGHT = 4
+
+
+async def _further_certificates(
+    scanner: Scanner, target: Target, names: Sequence[str]
+) -> dict[str, CertificateInfo | None]:
+    """The certificate served for each of ``names`` on ``target``'s endpoint."""
+    slots = asyncio.Semaphore(CERTIFICATES_IN_FLIGHT)
+
+    async def fetch(name: str) -> tuple[str, CertificateInfo | None]:
+        async with slots:
+            return name, await scanner.certificate(replace(target, host=name, sni=name))
+
+    return dict(await asyncio.gather(*map(fetch, names)))
+
+
 async def _scan(
     rt: SweepRuntime, scanner: Scanner, names: Sequence[str], sweep_id: int, endpoint_id: int
 ) -> tuple[EndpointResult | dict[str, Any], dict[str, CertificateInfo | None]]:
@@ -377,10 +395,7 @@ async def _scan(
             if is_limiter_failure(result):
                 raise LimiterUnavailable(result.error.message if result.error else "")
             if scanner.options.certificate and result.status == "ok":
-                for name in names[1:]:
-                    certificates[name] = await scanner.certificate(
-                        replace(target, host=name, sni=name)
-                    )
+                certificates = await _further_certificates(scanner, target, names[1:])
     except TimeoutError:
         message = f"the scan did not finish within {rt.scan_deadline:g} s"
         result = EndpointResult(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from fleet.repositories import apikeys
 from tests.integration.api.harness import settings_for
 from tests.integration.test_pipeline import _config, _sweep_and_drain
 from tests.integration.test_sweep_harness import LocalFleet, import_inventory, local_fleet
+from tests.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -61,13 +61,6 @@ class Served:
 def fleet() -> Iterator[LocalFleet]:
     with local_fleet("127.96.0") as running:
         yield running
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -103,7 +96,7 @@ async def served(
         await session.commit()
     await _mailboxes(session_factory, records)
 
-    port = _free_port()
+    port = free_port()
     app = create_app(settings_for(database_url, redis_url))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

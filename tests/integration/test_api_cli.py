@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fleet.db.models import AccountManager
+from tests.ports import free_port
 
 BOUND = 60.0
 
@@ -95,16 +95,9 @@ def test_apikey_create_refuses_bad_input(
     assert result.stdout == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_api_serves(database_url: str, redis_url: str, engine: AsyncEngine, tmp_path: Path) -> None:
     del engine
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "api.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "fleet.cli", "api", "--port", str(port)],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from fleet.db.models import ApiKey
 from fleet.repositories import apikeys
+from tests.ports import free_port
 
 BOUND = 60.0
 
@@ -100,16 +100,9 @@ def _env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _serve_once(env: dict[str, str], log_file: Path, secret: str) -> list[dict[str, object]]:
     """Start ``tlsfleet api``, list the API keys with ``secret`` once it answers, stop it."""
-    port = _free_port()
+    port = free_port()
     with log_file.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "fleet.cli", "api", "--port", str(port)],
@@ -165,7 +158,7 @@ def test_tlsfleet_api_refuses_a_malformed_bootstrap_key(
     del engine
     env = _env(database_url, redis_url, TLSFLEET_BOOTSTRAP_API_KEY="letmein")
     result = subprocess.run(
-        [sys.executable, "-m", "fleet.cli", "api", "--port", str(_free_port())],
+        [sys.executable, "-m", "fleet.cli", "api", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,

@@ -66,6 +66,7 @@ from tests.integration.servers import (
     TlsServer,
     running,
 )
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.sslyze,
@@ -537,12 +538,6 @@ async def test_result_document_carries_the_deep_section(pki: Pki) -> None:
 # -- failures: each check carries the error ------------------------------------------------------
 
 
-def _free_port(ip: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((ip, 0))
-        return int(sock.getsockname()[1])
-
-
 def assert_every_check_failed(deep: DeepChecks, kind: str, phase: str) -> None:
     assert deep.status == "error"
     assert deep.error is not None
@@ -558,7 +553,7 @@ def assert_every_check_failed(deep: DeepChecks, kind: str, phase: str) -> None:
 
 async def test_refused_connection_is_an_error_on_every_check() -> None:
     ip = "127.0.41.5"
-    target = Target("tls.test", ip, _free_port(ip), "https", "implicit", "tls.test")
+    target = Target("tls.test", ip, free_port(ip), "https", "implicit", "tls.test")
     async with DeepChecker(DeepOptions(network_timeout=2, network_max_retries=0)) as checker:
         deep = await checker.check(target)
     assert_every_check_failed(deep, "refused", "connect")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from tests.integration.test_store import (
     mail_discovery,
     ok_result,
 )
+from tests.ports import free_port
 from worker.metrics import WorkerMetrics, instrument
 
 DASHBOARD = (
@@ -312,13 +312,6 @@ async def test_metrics_export_the_fleet_gauges(client: httpx.AsyncClient, seeded
     assert 'tlsfleet_sweeps{status="scanning"} 1.0' in body
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class _App:
     metrics: WorkerMetrics
@@ -353,7 +346,7 @@ async def test_the_worker_records_jobs_scans_and_deliveries_and_serves_them() ->
     with pytest.raises(RuntimeError):
         await timed[2].coroutine(ctx)
 
-    port = _free_port()
+    port = free_port()
     metrics.serve(port, "127.0.0.1")
     try:
         async with httpx.AsyncClient() as http:

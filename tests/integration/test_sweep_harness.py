@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +33,7 @@ from fleet.sweeps import SweepOptions
 from scanner.discovery import PortProfile
 from tests.integration.dnsserver import DnsServer
 from tests.integration.fakes import FakeLegacyServer, FakeServer, Gauge, Launcher
+from tests.ports import free_port
 
 __all__ = [
     "BOUND",
@@ -93,13 +93,6 @@ class LocalFleet:
         return sum(s.connections for s in self.servers)
 
 
-def _free_port(ip: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((ip, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def local_fleet(
     net: str,
@@ -134,7 +127,7 @@ def local_fleet(
                 servers.append(server)
                 by_ip.setdefault(ip, []).append((server.port, _SERVICES[n % len(_SERVICES)]))
         first_ip = next(iter(gauges))
-        refused = (first_ip, _free_port(first_ip), "pop3s")
+        refused = (first_ip, free_port(first_ip), "pop3s")
         lines.append(f"nothing A {refused[0]}")
         names: list[str] = []
         customers: dict[str, list[str]] = {}
